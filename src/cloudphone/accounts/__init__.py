@@ -1,0 +1,1 @@
+"""Tenants (providers), their accounts and devices, and each account's feature configuration."""

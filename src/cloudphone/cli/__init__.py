@@ -1,0 +1,1 @@
+"""The ``cloudphone`` command line."""

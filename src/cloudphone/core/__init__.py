@@ -1,0 +1,1 @@
+"""The shared core every capability builds on: settings, clock, logging, crypto, errors, policy gate."""

@@ -1,0 +1,1 @@
+"""Storage: the declarative base, the one session factory, migrations."""
