@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Embedded defaults: SQLite and files under ./data (or $$CLOUDPHONE_DATA_DIR), plain HTTP on
+# 127.0.0.1:8080 (development mode), pushes written to the log instead of Apple/Google.
 run: $(STAMP)
 	$(BIN)/cloudphone db upgrade
-	$(BIN)/cloudphone serve
+	$(BIN)/cloudphone serve --development
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

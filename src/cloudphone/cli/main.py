@@ -79,7 +79,9 @@ def _settings() -> Settings:
 
 def _with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
     settings = _settings()
-    configure_logging(settings.log_level, "console")
+    # Administration commands print results on stdout; only warnings belong beside them.
+    quiet = settings.log_level if settings.log_level.lower() in ("warning", "error") else "warning"
+    configure_logging(quiet, "console")
 
     async def _go() -> T:
         rt = Runtime.build(settings)

@@ -1,0 +1,3 @@
+from cloudphone.cli.main import app
+
+app(prog_name="cloudphone")
