@@ -1,0 +1,38 @@
+"""cloudphone's SIP core: a pure, sans-IO RFC 3261 stack.
+
+Bytes in, events out; no sockets, no asyncio, no clock reads (time is passed in). The asyncio
+adapter lives in :mod:`cloudphone.sipnet`.
+"""
+
+from cloudphone.sip.errors import LocalProtocolError, MessageTooLarge, SIPError, SIPSyntaxError
+from cloudphone.sip.headers import Address, CSeq, Params, Via
+from cloudphone.sip.message import (
+    Headers,
+    Message,
+    Request,
+    Response,
+    make_response,
+    parse_message,
+)
+from cloudphone.sip.uri import URI, AbsoluteURI, SipURI, parse_uri
+
+__all__ = [
+    "URI",
+    "AbsoluteURI",
+    "Address",
+    "CSeq",
+    "Headers",
+    "LocalProtocolError",
+    "Message",
+    "MessageTooLarge",
+    "Params",
+    "Request",
+    "Response",
+    "SIPError",
+    "SIPSyntaxError",
+    "SipURI",
+    "Via",
+    "make_response",
+    "parse_message",
+    "parse_uri",
+]
