@@ -175,6 +175,8 @@ class LocalFcm(H2TestServer):
                 account.public_key,
                 algorithms=["RS256"],
                 audience=self.token_uri,
+                # Google tolerates some clock skew between provider and token endpoint.
+                leeway=60,
                 options={"require": ["iss", "aud", "iat", "exp", "scope"]},
             )
         except (jwt.PyJWTError, KeyError):
