@@ -153,8 +153,10 @@ class DigestClient:
         self._answered: set[tuple[str, str]] = set()
 
     def _for_realm(self, realm: str) -> Credentials | None:
-        exact = [c for c in self._credentials if c.realm == realm]
-        return (exact or [c for c in self._credentials if c.realm is None] or [None])[0]
+        for creds in self._credentials:
+            if creds.realm == realm:
+                return creds
+        return next((c for c in self._credentials if c.realm is None), None)
 
     def challenges(self, response: Response) -> list[Challenge]:
         """Digest challenges of a 401 or 407, in the order the server gave them."""
