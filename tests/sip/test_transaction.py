@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from cloudphone.sip import Request, Response, make_response, parse_message
@@ -108,7 +110,7 @@ def test_non_invite_client_timer_e_caps_at_t2_then_f() -> None:
     events = run_until(layer, 100.0)
     sent = [t for t, a in events if isinstance(a, Transmit)]
     assert sent[:5] == [0.5, 1.5, 3.5, 7.5, 11.5]  # 0.5, 1, 2, 4, 4 ... (§17.1.2.2)
-    assert all(b - a == T2 for a, b in zip(sent[3:], sent[4:], strict=False))
+    assert all(b - a == T2 for a, b in itertools.pairwise(sent[3:]))
     assert (32.0, Timeout("F")) in events
 
 

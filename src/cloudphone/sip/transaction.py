@@ -335,7 +335,7 @@ class ServerInviteTransaction(Transaction):
                 self._deadlines.pop("H", None)
                 self._set("I", now + (0.0 if self.reliable else self.timers.t4))
             elif self.state is State.ACCEPTED:
-                return self.ack_received(now) + [Deliver(request)]
+                return [*self.ack_received(now), Deliver(request)]
             return []
         if self.state in (State.PROCEEDING, State.COMPLETED) and self.last_response:
             return [Transmit(self.last_response)]  # a retransmitted INVITE
