@@ -102,11 +102,13 @@ class RegistrationClient:
         self.failures = 0
         self.next_deadline: float | None = None
         self.binding: Address | None = None
-        self._digest = (
-            DigestClient(config.credentials, **({"cnonce": cnonce} if cnonce else {}))
-            if config.credentials
-            else None
-        )
+        self._digest: DigestClient | None = None
+        if config.credentials is not None:
+            self._digest = (
+                DigestClient(config.credentials, cnonce=cnonce)
+                if cnonce
+                else DigestClient(config.credentials)
+            )
         self._pending: Request | None = None
         self._auth_attempts = 0
 
@@ -219,7 +221,7 @@ class RegistrationClient:
                 contact = Address.parse(value)
                 if contact.uri == self.config.contact or (
                     self.config.instance_id is not None
-                    and contact.params.get("+sip.instance", "").strip('"')
+                    and (contact.params.get("+sip.instance") or "").strip('"')
                     == self.config.instance_id
                 ):
                     ours = contact
