@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from cloudphone.api.app import create_app
@@ -97,15 +97,16 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def runtime(
-    database_url: str, tmp_path: Path, clock: FakeClock
-) -> AsyncIterator[Runtime]:
+async def runtime(database_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Runtime]:
     rt = Runtime.build(make_settings(database_url, tmp_path / "data"), clock=clock)
     await upgrade(rt.db)
     try:
         yield rt
     finally:
         async with rt.db.transaction() as s:
+            if rt.db.dialect == "postgresql":
+                # The audit trail refuses DELETE (append-only) unless a purge cut-off is set.
+                await s.execute(text("SET LOCAL cloudphone.audit_purge_before = 'infinity'"))
             for table in reversed(metadata().sorted_tables):
                 await s.execute(delete(table))
         await rt.close()

@@ -1,0 +1,74 @@
+"""privacy: audit trail (append-only)
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-28 22:47:08.419183
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import cloudphone.store.db
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# Append-only on PostgreSQL: UPDATE is always refused; DELETE only for rows older than the
+# cut-off the retention purge announces with SET LOCAL in its own transaction.
+_AUDIT_GUARD = (
+    """
+CREATE OR REPLACE FUNCTION audit_events_append_only() RETURNS trigger AS $$
+DECLARE
+    cutoff text := current_setting('cloudphone.audit_purge_before', true);
+BEGIN
+    IF TG_OP = 'DELETE' AND cutoff IS NOT NULL AND cutoff <> ''
+       AND OLD.at < cutoff::timestamptz THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'audit_events is append-only (% refused)', TG_OP;
+END
+$$ LANGUAGE plpgsql
+""",
+    """
+CREATE TRIGGER audit_events_append_only
+    BEFORE UPDATE OR DELETE ON audit_events
+    FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()
+""",
+)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "audit_events",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("at", cloudphone.store.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("action", sa.String(length=64), nullable=False),
+        sa.Column("actor", sa.String(length=64), nullable=False),
+        sa.Column("tenant_id", sa.String(length=32), nullable=True),
+        sa.Column("object_type", sa.String(length=64), nullable=False),
+        sa.Column("object_id", sa.String(length=64), nullable=False),
+        sa.Column("reason", sa.String(length=500), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_events")),
+    )
+    with op.batch_alter_table("audit_events", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_audit_events_at"), ["at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_events_object_id"), ["object_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_events_tenant_id"), ["tenant_id"], unique=False)
+    if op.get_bind().dialect.name == "postgresql":
+        for statement in _AUDIT_GUARD:  # asyncpg runs one statement per call
+            op.execute(statement)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events")
+        op.execute("DROP FUNCTION IF EXISTS audit_events_append_only()")
+    with op.batch_alter_table("audit_events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_audit_events_tenant_id"))
+        batch_op.drop_index(batch_op.f("ix_audit_events_object_id"))
+        batch_op.drop_index(batch_op.f("ix_audit_events_at"))
+    op.drop_table("audit_events")
