@@ -228,7 +228,7 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     logging.getLogger("aioapns").setLevel(logging.CRITICAL)
 
-    pushes, rounds = (3000, 2) if args.quick else (20000, 3)
+    pushes, rounds = (3000, 3) if args.quick else (20000, 3)
     with tempfile.TemporaryDirectory(prefix="bench-apns-") as directory:
         server = subprocess.Popen(
             [sys.executable, __file__, "--serve", directory],

@@ -58,10 +58,17 @@ async def test_log_sender_is_the_default_and_keeps_the_last_pushes(call: Incomin
     await dispatcher.aclose()
 
 
-async def test_unknown_app_is_rejected(call: IncomingCall) -> None:
-    dispatcher = PushDispatcher(PushConfig(), registry=CollectorRegistry())
+async def test_unknown_app_is_rejected_without_a_default(call: IncomingCall) -> None:
+    dispatcher = PushDispatcher(PushConfig(default_app=None), registry=CollectorRegistry())
     outcome = await dispatcher.send("nope", "apns", PushToken(DEVICE), call)
     assert outcome.__class__.__name__ == "Rejected"
+
+
+async def test_unlisted_app_uses_the_default_log_sender(call: IncomingCall) -> None:
+    dispatcher = PushDispatcher(PushConfig(), registry=CollectorRegistry())
+    outcome = await dispatcher.send("dev-app", "fcm", PushToken("t"), call)
+    assert isinstance(outcome, Delivered)
+    assert [p.app_id for p in dispatcher.recent_pushes()] == ["dev-app"]
 
 
 async def test_webhook_posts_json_and_maps_statuses(

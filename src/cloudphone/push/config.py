@@ -120,3 +120,6 @@ class PushConfig(_Model):
     """App id → that app's push configuration."""
 
     apps: dict[str, AppPushConfig] = Field(default_factory=dict)
+    # For app ids not listed in ``apps``; None refuses them. The embedded default is the
+    # ``log`` sender, so a development set-up needs no Apple/Google keys.
+    default_app: AppPushConfig | None = Field(default_factory=AppPushConfig)

@@ -149,7 +149,7 @@ class PushDispatcher:
         cached = self._services.get((app_id, platform))
         if cached is not None:
             return cached
-        app = self._config.apps.get(app_id)
+        app = self._config.apps.get(app_id, self._config.default_app)
         if app is None:
             raise LookupError(f"no push configuration for app {app_id!r}")
         service = self._build(app_id, app, platform)

@@ -213,6 +213,7 @@ class _H2ServerProtocol(asyncio.Protocol):
             if self._transport is not None:
                 self._transport.close()
             return
+        answered = 0
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
                 self._streams[event.stream_id] = (list(event.headers or ()), bytearray())
@@ -223,6 +224,9 @@ class _H2ServerProtocol(asyncio.Protocol):
                 self._conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, h2.events.StreamEnded):
                 self._answer(event.stream_id)
+                answered += 1
+                if answered % 16 == 0:
+                    self._flush()  # let the client work on early answers of a burst
             elif isinstance(event, h2.events.StreamReset):
                 self._streams.pop(event.stream_id, None)
         self._schedule_flush()
