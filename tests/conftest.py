@@ -20,6 +20,7 @@ from cloudphone.api.app import create_app
 from cloudphone.core.clock import FakeClock
 from cloudphone.core.crypto import Keyring
 from cloudphone.core.settings import Settings
+from cloudphone.gateway.upstream import Upstream
 from cloudphone.runtime import Runtime
 from cloudphone.schema import metadata
 from cloudphone.store.migrate import upgrade
@@ -97,8 +98,19 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def runtime(database_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Runtime]:
-    rt = Runtime.build(make_settings(database_url, tmp_path / "data"), clock=clock)
+def upstream() -> Upstream | None:
+    """The gateway's registration engine; None builds the real one. Overridden where a test
+    drives the instance lifecycle without a provider."""
+    return None
+
+
+@pytest.fixture
+async def runtime(
+    database_url: str, tmp_path: Path, clock: FakeClock, upstream: Upstream | None
+) -> AsyncIterator[Runtime]:
+    rt = Runtime.build(
+        make_settings(database_url, tmp_path / "data"), clock=clock, upstream=upstream
+    )
     await upgrade(rt.db)
     try:
         yield rt

@@ -4,11 +4,18 @@ domain services built on them. The API, the CLI and the tests all start from her
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from cloudphone.accounts.service import AccountsService
 from cloudphone.core.clock import Clock, SystemClock
 from cloudphone.core.crypto import Keyring, load_keyring
 from cloudphone.core.settings import Settings
+from cloudphone.gateway.engine import RegistrationEngine
+from cloudphone.gateway.gateway import Gateway
+from cloudphone.gateway.service import GatewayPolicy, PushInstanceService
+from cloudphone.gateway.upstream import Upstream
+from cloudphone.push import PushDispatcher, PushToken, TokenDead, token_is_dead
+from cloudphone.push.service import Platform as PushPlatform
 from cloudphone.store.db import Database
 
 
@@ -19,20 +26,68 @@ class Runtime:
     clock: Clock
     keyring: Keyring
     accounts: AccountsService
+    push: PushDispatcher
+    gateway: Gateway
 
     @classmethod
-    def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
+    def build(
+        cls, settings: Settings, clock: Clock | None = None, upstream: Upstream | None = None
+    ) -> Runtime:
         clock = clock or SystemClock()
         db = Database(settings.database_url)
         secret = settings.master_key.get_secret_value() if settings.master_key else None
         keyring = load_keyring(secret, settings.master_key_file, settings.data_dir)
-        return cls(
-            settings=settings,
-            db=db,
-            clock=clock,
-            keyring=keyring,
-            accounts=AccountsService(db, clock, settings.public_url),
+        accounts = AccountsService(db, clock, settings.public_url)
+        hook = _TokenDeadHook()
+        push = PushDispatcher(settings.push, on_token_dead=hook)
+        g = settings.gateway
+        if upstream is None:
+            upstream = RegistrationEngine(clock=clock, local_host=g.sip_host)
+        instances = PushInstanceService(
+            db,
+            clock,
+            keyring,
+            upstream,
+            push,
+            GatewayPolicy(
+                expiry_warnings=tuple(timedelta(hours=h) for h in g.expiry_warning_hours),
+                failing_max_age=timedelta(hours=g.failing_max_age_hours),
+            ),
         )
+        hook.bind(accounts, instances)
+        if isinstance(upstream, RegistrationEngine):
+            upstream.sink = instances
+        gateway = Gateway(
+            instances,
+            upstream,
+            sweep_interval_s=g.sweep_interval_s,
+            startup_rate=g.startup_registrations_per_s,
+        )
+        return cls(settings, db, clock, keyring, accounts, push, gateway)
 
     async def close(self) -> None:
+        await self.gateway.stop()
+        await self.push.aclose()
         await self.db.dispose()
+
+
+class _TokenDeadHook:
+    """A dead token is cleared from its device and ends the push instance it would wake."""
+
+    def bind(self, accounts: AccountsService, instances: PushInstanceService) -> None:
+        self._accounts = accounts
+        self._instances = instances
+
+    async def on_token_dead(
+        self, app_id: str, platform: PushPlatform, token: PushToken, outcome: TokenDead
+    ) -> None:
+        holders = [
+            h
+            for h in await self._accounts.devices_holding_push_token(token.value)
+            # A token registered again after the service's death timestamp is alive.
+            if h.tokens_updated_at is None or token_is_dead(outcome, h.tokens_updated_at)
+        ]
+        await self._instances.end_for_devices(
+            [h.device_id for h in holders if h.as_call_token], "push_token_dead"
+        )
+        await self._accounts.clear_push_token(token.value, [h.device_id for h in holders])

@@ -178,7 +178,9 @@ async def test_dead_push_token_is_cleared_from_devices(
         json={"call_push_token": "aa" * 32, "notice_push_token": "bb" * 32},
     )
     assert r.json()["has_call_push_token"] is True
-    assert await runtime.accounts.clear_push_token("aa" * 32) == 1
+    holders = await runtime.accounts.devices_holding_push_token("aa" * 32)
+    assert [(h.device_id, h.as_call_token) for h in holders] == [(world.device_id, True)]
+    assert await runtime.accounts.clear_push_token("aa" * 32, [world.device_id]) == 1
     r = await api.get(f"/v1/devices/{world.device_id}", headers=world.device)
     assert r.json()["has_call_push_token"] is False
     assert r.json()["has_notice_push_token"] is True

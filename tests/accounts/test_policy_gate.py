@@ -32,14 +32,21 @@ def test_gate_refuses_every_feature_of_the_default_off_configuration(feature: Fe
 
 @pytest.mark.promise("P1")
 def test_gate_follows_the_configuration_switch_for_switch() -> None:
-    config = FeatureConfig(
-        smart_contacts=True, location=LocationMode.EMERGENCY, attachments=True
-    )
-    for feature in (Feature.PUSH, Feature.SMART_CONTACTS, Feature.EMERGENCY_LOCATION,
-                    Feature.ATTACHMENTS):
+    config = FeatureConfig(smart_contacts=True, location=LocationMode.EMERGENCY, attachments=True)
+    for feature in (
+        Feature.PUSH,
+        Feature.SMART_CONTACTS,
+        Feature.EMERGENCY_LOCATION,
+        Feature.ATTACHMENTS,
+    ):
         require_feature(config, feature)  # enabled: no exception
-    for feature in (Feature.REGISTER_LOCATION, Feature.BLF, Feature.CALENDAR,
-                    Feature.ANALYTICS, Feature.DEBUG_LOGS):
+    for feature in (
+        Feature.REGISTER_LOCATION,
+        Feature.BLF,
+        Feature.CALENDAR,
+        Feature.ANALYTICS,
+        Feature.DEBUG_LOGS,
+    ):
         with pytest.raises(FeatureDisabled):
             require_feature(config, feature)
 

@@ -13,11 +13,21 @@ import re
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from cloudphone.accounts.models import Account, Device, Enrollment, OperatorToken, Tenant
+from cloudphone.gateway.models import PushInstance
 from cloudphone.runtime import Runtime
 from tests.accounts.helpers import World, global_operator, make_world
+from tests.gateway.conftest import RecordingUpstream
+from tests.gateway.test_instances import hand_over
+
+
+@pytest.fixture
+def upstream() -> RecordingUpstream:
+    return RecordingUpstream()
+
 
 _PARAM = re.compile(r"\{(\w+)\}")
 
@@ -53,11 +63,13 @@ def _probe_value(name: str, schema: dict[str, Any], spec: dict[str, Any], b_doma
 async def _b_state(runtime: Runtime, b: World) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     async with runtime.db.transaction() as s:
-        for model in (Tenant, Account, Device, OperatorToken, Enrollment):
+        for model in (Tenant, Account, Device, OperatorToken, Enrollment, PushInstance):
             column = model.id if model is Tenant else model.tenant_id  # type: ignore[attr-defined]
             for row in (await s.scalars(select(model).where(column == b.tenant_id))).all():
                 rows.append(
-                    tuple(sorted((c.key, str(getattr(row, c.key))) for c in model.__table__.columns))
+                    tuple(
+                        sorted((c.key, str(getattr(row, c.key))) for c in model.__table__.columns)
+                    )
                 )
     return sorted(rows)
 
@@ -68,8 +80,18 @@ async def test_no_route_lets_tenant_a_read_or_change_tenant_b(
     root = await global_operator(runtime)
     a = await make_world(api, root, "tenant-a", user="anna")
     b = await make_world(api, root, "tenant-b", user="bruno")
-    b_secrets = [b.tenant_id, b.account_id, b.device_id, "bruno", "tenant-b"]
-    path_ids = {"tenant_id": b.tenant_id, "account_id": b.account_id, "device_id": b.device_id}
+    body = hand_over("tenant-b")
+    body["sip"]["address_of_record"] = "sip:bruno@tenant-b.test"
+    r = await api.put("/v1/device/push-instance", headers=b.device, json=body)
+    assert r.status_code == 201, r.text
+    b_instance = r.json()["instance"]["id"]
+    b_secrets = [b.tenant_id, b.account_id, b.device_id, b_instance, "bruno", "tenant-b"]
+    path_ids = {
+        "tenant_id": b.tenant_id,
+        "account_id": b.account_id,
+        "device_id": b.device_id,
+        "instance_id": b_instance,
+    }
 
     spec = (await api.get("/openapi.json")).json()
     before = await _b_state(runtime, b)
@@ -84,7 +106,9 @@ async def test_no_route_lets_tenant_a_read_or_change_tenant_b(
             body = None
             content = operation.get("requestBody", {}).get("content", {})
             if "application/json" in content:
-                body = _probe_value("", content["application/json"]["schema"], spec, "tenant-b.test")
+                body = _probe_value(
+                    "", content["application/json"]["schema"], spec, "tenant-b.test"
+                )
             for who, headers in (("operator", a.operator), ("device", a.device)):
                 r = await api.request(method.upper(), url, headers=headers, json=body)
                 checked += 1

@@ -30,7 +30,7 @@ def _ok(*args: str) -> str:
 
 def _json(*args: str) -> object:
     out = _ok(*args)
-    return json.loads(out[out.index("{") if out.lstrip().startswith("{") else out.index("["):])
+    return json.loads(out[out.index("{") if out.lstrip().startswith("{") else out.index("[") :])
 
 
 def test_walkthrough_tenant_account_device_qr() -> None:
@@ -40,8 +40,16 @@ def test_walkthrough_tenant_account_device_qr() -> None:
     account = _json("account", "create", "--tenant", tenant["id"], "--aor", "sip:alice@sip.test")
     assert isinstance(account, dict)
     assert account["features"]["incoming_call_mode"] == "push"
-    device = _json("device", "create", "--account", account["id"], "--platform", "ios",
-                   "--app-id", "com.example.phone")
+    device = _json(
+        "device",
+        "create",
+        "--account",
+        account["id"],
+        "--platform",
+        "ios",
+        "--app-id",
+        "com.example.phone",
+    )
     assert isinstance(device, dict) and device["credential"].startswith("cpd.")
     listed = _json("device", "list", "--account", account["id"])
     assert isinstance(listed, list) and len(listed) == 1

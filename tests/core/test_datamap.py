@@ -28,7 +28,7 @@ def test_an_undeclared_column_fails_the_data_map() -> None:
         Column("nickname", String),
     )
     assert undeclared_columns(md) == ["things.nickname"]
-    with pytest.raises(UndeclaredColumn, match="things.nickname"):
+    with pytest.raises(UndeclaredColumn, match=r"things\.nickname"):
         build_datamap(md)
 
 

@@ -43,7 +43,9 @@ def test_masked_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert shown["database_url"] == "postgresql+asyncpg://cp:**********@db/cp"
 
 
-def test_unknown_and_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_unknown_and_bad_values_are_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("CLOUDPHONE_HTTP_PORT", "70000")
     with pytest.raises(ValidationError):
         Settings()

@@ -31,6 +31,7 @@ class Feature(StrEnum):
     """What the gate checks. Each maps to one switch in ``FeatureConfig``."""
 
     PUSH = "push"
+    PUSH_INSTANCE = "push_instance"  # credential hand-over to the gateway: push mode only (P5)
     SMART_CONTACTS = "smart_contacts"
     BLF = "blf"
     EMERGENCY_LOCATION = "emergency_location"
@@ -61,6 +62,8 @@ class FeatureConfig(BaseModel):
         match feature:
             case Feature.PUSH:
                 return self.incoming_call_mode in (IncomingCallMode.PUSH, IncomingCallMode.RFC8599)
+            case Feature.PUSH_INSTANCE:
+                return self.incoming_call_mode is IncomingCallMode.PUSH
             case Feature.EMERGENCY_LOCATION:
                 return self.location is LocationMode.EMERGENCY
             case Feature.REGISTER_LOCATION:

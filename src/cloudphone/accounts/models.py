@@ -91,6 +91,11 @@ class Device(Base):
         nullable=True,
         info=personal("user.device.device_id", purpose="push", retention="device"),
     )
+    # When the tokens were last set: a token reported dead before this moment was
+    # re-registered since, so it stays (APNs 410 timestamp rule).
+    push_tokens_updated_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, info=not_personal()
+    )
     credential_hash: Mapped[str] = mapped_column(String(64), info=not_personal())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, info=not_personal())
     last_seen_at: Mapped[datetime | None] = mapped_column(

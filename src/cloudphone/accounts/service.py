@@ -6,7 +6,8 @@ of another tenant is reported as not found, so its existence does not leak.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -49,6 +50,13 @@ from cloudphone.store.db import Database
 log = get_logger(__name__)
 
 ENROLLMENT_LIFETIME = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class PushTokenHolder:
+    device_id: str
+    tokens_updated_at: datetime | None
+    as_call_token: bool
 
 
 class AccountsService:
@@ -284,16 +292,34 @@ class AccountsService:
                 require_feature(config, Feature.PUSH)
             device.call_push_token = body.call_push_token
             device.notice_push_token = body.notice_push_token
+            device.push_tokens_updated_at = self._clock.now()
             return _device_out(device)
 
-    async def clear_push_token(self, token: str) -> int:
-        """A push service said this token is dead: forget it wherever it is stored."""
+    async def devices_holding_push_token(self, token: str) -> list[PushTokenHolder]:
+        """Which devices hold ``token`` (as call or notice token), and since when."""
+        async with self._db.transaction() as s:
+            rows = await s.scalars(
+                select(Device).where(
+                    (Device.call_push_token == token) | (Device.notice_push_token == token)
+                )
+            )
+            return [
+                PushTokenHolder(d.id, d.push_tokens_updated_at, d.call_push_token == token)
+                for d in rows.all()
+            ]
+
+    async def clear_push_token(self, token: str, device_ids: list[str]) -> int:
+        """A push service said this token is dead: forget it on these devices."""
         cleared = 0
         async with self._db.transaction() as s:
-            for column in (Device.call_push_token, Device.notice_push_token):
-                for device in (await s.scalars(select(Device).where(column == token))).all():
-                    setattr(device, column.key, None)
-                    cleared += 1
+            for device_id in device_ids:
+                device = await s.get(Device, device_id)
+                if device is None:
+                    continue
+                for column in ("call_push_token", "notice_push_token"):
+                    if getattr(device, column) == token:
+                        setattr(device, column, None)
+                        cleared += 1
         return cleared
 
     # -- enrollment and provisioning ------------------------------------------------------

@@ -12,13 +12,31 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from cloudphone.push.config import PushConfig
+
+
+class GatewaySettings(BaseModel):
+    """The push gateway's SIP side and instance lifecycle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sip_host: str = "127.0.0.1"
+    sip_port: int = Field(default=5062, ge=0, le=65535, description="0 picks a free port")
+    sip_transports: list[str] = Field(default_factory=lambda: ["udp", "tcp"])
+    expiry_warning_hours: list[float] = Field(default_factory=lambda: [24.0, 12.0])
+    failing_max_age_hours: float = Field(default=12.0, gt=0)
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+    startup_registrations_per_s: float = Field(
+        default=500.0, gt=0, description="bound on re-registration rate at start-up (no storm)"
+    )
 
 
 def _config_file() -> Path | None:
@@ -64,8 +82,11 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
     log_format: str = Field(default="json", pattern="^(json|console)$")
-    push_sender: str = Field(default="log", pattern="^(log|webhook|services)$")
-    push_webhook_url: str = ""
+    push: PushConfig = Field(
+        default_factory=PushConfig,
+        description="Per-app push services (APNs/FCM/Web Push) or development senders.",
+    )
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:

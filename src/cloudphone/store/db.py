@@ -78,6 +78,15 @@ class Database:
             await conn.execute(text("SELECT 1"))
         return True
 
+    async def scrub_freed_pages(self) -> None:
+        """After erasing secrets: on SQLite, fold the WAL back into the database file (whose
+        freed pages ``secure_delete`` has zeroed) and truncate it, so no copy of the erased
+        rows survives in either file. PostgreSQL keeps dead tuples until VACUUM; there the
+        sealed values stay unreadable without the master key."""
+        if self.dialect == "sqlite":
+            async with self.engine.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
     async def dispose(self) -> None:
         await self.engine.dispose()
 
