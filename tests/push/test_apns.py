@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from push_helpers import APP, BUNDLE, DEVICE, RecordingHook, apns_config, incoming_call
 
+from cloudphone.core.clock import FakeClock
 from cloudphone.push import (
     ApnsCertificateAuth,
     ApnsConfig,
@@ -109,13 +110,13 @@ async def test_provider_token_is_reused_and_refreshed_after_its_interval(
     local_apns: LocalApns, apns_key: ApnsTestKey, certs: TestCertificates
 ) -> None:
     config = apns_config(local_apns, apns_key, certs)
-    now = [1_000_000.0]
+    clock = FakeClock()
     assert isinstance(config.auth, ApnsTokenAuth)
-    provider = ProviderToken(config.auth, clock=lambda: now[0])
+    provider = ProviderToken(config.auth, clock)
     first = provider.header()
-    now[0] += 19 * 60
+    clock.advance(dt.timedelta(minutes=19))
     assert provider.header() == first  # Apple throttles refreshes under 20 minutes
-    now[0] += 31 * 60  # 50 minutes: the configured refresh interval
+    clock.advance(dt.timedelta(minutes=31))  # 50 minutes: the configured refresh interval
     assert provider.header() != first
 
 

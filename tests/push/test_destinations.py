@@ -147,3 +147,31 @@ async def test_refused_destination_does_not_leak_through_redirects(
             await client.send(httpx.Request("GET", "https://other.example/"))
     finally:
         await client.aclose()
+
+
+def test_configuration_refuses_clear_text_endpoints(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="https"):
+        FcmConfig(
+            project_id="p",
+            service_account_file=tmp_path / "sa.json",
+            endpoint="http://fcm.example.org",
+        )
+    with pytest.raises(ValueError, match="https"):
+        AppPushConfig(sender="webhook", webhook_url="http://127.0.0.1:9/hook")
+
+
+async def test_unreadable_credentials_are_a_rejection_not_a_crash(
+    tmp_path: Path, call: IncomingCall
+) -> None:
+    config = PushConfig(
+        apps={
+            APP: AppPushConfig(
+                sender="services",
+                fcm=FcmConfig(project_id="p", service_account_file=tmp_path / "missing.json"),
+            )
+        }
+    )
+    dispatcher = PushDispatcher(config, registry=CollectorRegistry())
+    outcome = await dispatcher.send(APP, "fcm", PushToken("t" * 40), call)
+    await dispatcher.aclose()
+    assert isinstance(outcome, Rejected) and "misconfigured" in outcome.reason

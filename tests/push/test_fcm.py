@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 
 import pytest
 from push_helpers import APP, RecordingHook
 
+from cloudphone.core.clock import FakeClock
 from cloudphone.push import (
     CallCancelled,
     Caller,
@@ -73,7 +73,7 @@ async def test_access_token_is_renewed_five_minutes_before_expiry(
     local_fcm: LocalFcm, service_account: ServiceAccount, certs: TestCertificates
 ) -> None:
     local_fcm.token_lifetime = 310  # fresh for 10 s, then inside the five-minute margin
-    now = [time.time()]
+    clock = FakeClock(dt.datetime.now(dt.UTC))
     client = guarded_client(
         AllowedDestinations([local_fcm.base_url]), verify=certs.client_context()
     )
@@ -81,13 +81,13 @@ async def test_access_token_is_renewed_five_minutes_before_expiry(
         json.loads(service_account.path.read_text()),
         local_fcm.token_uri,
         client,
-        clock=lambda: now[0],
+        clock=clock,
     )
     try:
         first = await token.get()
-        now[0] += 9
+        clock.advance(dt.timedelta(seconds=9))
         assert await token.get() == first
-        now[0] += 2
+        clock.advance(dt.timedelta(seconds=2))
         assert await token.get() != first
     finally:
         await client.aclose()

@@ -15,9 +15,7 @@ import datetime as dt
 import json
 import re
 import ssl
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ import jwt
 import structlog
 from hpack import NeverIndexedHeaderTuple
 
+from cloudphone.core.clock import Clock, SystemClock
 from cloudphone.push.config import ApnsCertificateAuth, ApnsConfig, ApnsTokenAuth
 from cloudphone.push.destinations import AllowedDestinations
 from cloudphone.push.notifications import (
@@ -99,10 +98,10 @@ class ProviderToken:
     the team and regenerated after ``refresh_after_s``.
     """
 
-    def __init__(self, auth: ApnsTokenAuth, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, auth: ApnsTokenAuth, clock: Clock | None = None) -> None:
         self._auth = auth
         self._key = Path(auth.key_path).read_text()
-        self._clock = clock
+        self._clock = clock or SystemClock()
         self._header = b""
         self._issued_at = 0.0
 
@@ -111,7 +110,8 @@ class ProviderToken:
         return self._issued_at
 
     def header(self) -> bytes:
-        if not self._header or self._clock() - self._issued_at >= self._auth.refresh_after_s:
+        age = self._clock.now().timestamp() - self._issued_at
+        if not self._header or age >= self._auth.refresh_after_s:
             self._mint()
         return self._header
 
@@ -122,7 +122,7 @@ class ProviderToken:
         return self._header
 
     def _mint(self) -> None:
-        now = self._clock()
+        now = self._clock.now().timestamp()
         token = jwt.encode(
             {"iss": self._auth.team_id, "iat": int(now)},
             self._key,
@@ -471,19 +471,19 @@ class ApnsService:
         connection: ApnsConnection,
         provider_token: ProviderToken | None,
         *,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock: Clock | None = None,
     ) -> None:
         self._config = config
         self._connection = connection
         self._provider_token = provider_token
-        self._clock = clock
+        self._clock = clock or SystemClock()
         self.max_concurrency = config.max_concurrency
         self._topic = config.bundle_id.encode()
         self._voip_topic = f"{config.bundle_id}.voip".encode()
 
     def _headers(self, notification: Notification) -> list[tuple[bytes, bytes]]:
         delivery = delivery_of(notification)
-        now = self._clock()
+        now = self._clock.now()
         if delivery is Delivery.VOIP:
             assert isinstance(notification, IncomingCall)
             topic, push_type, priority = self._voip_topic, b"voip", b"10"
@@ -525,7 +525,7 @@ class ApnsService:
 
     async def send(self, token: PushToken, notification: Notification) -> Outcome:
         if not _TOKEN_SHAPE.fullmatch(token.value):
-            return TokenDead("BadDeviceToken", self._clock())
+            return TokenDead("BadDeviceToken", self._clock.now())
         headers = self._headers(notification)
         body = self._payload(notification)
         limit = VOIP_PAYLOAD_LIMIT if delivery_of(notification) is Delivery.VOIP else PAYLOAD_LIMIT
@@ -561,7 +561,7 @@ class ApnsService:
             return Delivered(latency, apns_id.decode() if apns_id else None)
         reason = _reason(answer)
         if reason in _DEAD_TOKEN_REASONS:
-            return TokenDead(reason, _timestamp(answer) or self._clock())
+            return TokenDead(reason, _timestamp(answer) or self._clock.now())
         if answer.status in _RETRY_STATUSES:
             return Retry(_retry_after(answer), reason or str(answer.status))
         log.warning(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 APNS_PRODUCTION = "https://api.push.apple.com"
 APNS_SANDBOX = "https://api.sandbox.push.apple.com"
@@ -26,6 +26,17 @@ WEBPUSH_DEFAULT_HOSTS = (
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _https(url: str | None) -> str | None:
+    # Push credentials and payloads travel only over TLS (promises P3/P16); the senders
+    # refuse anything else at run time too.
+    if url is not None and not url.startswith("https://"):
+        raise ValueError(f"push endpoints must be https:// URLs, got {url.split('://')[0]}://")
+    return url
+
+
+HttpsUrl = Annotated[str, AfterValidator(_https)]
 
 
 class ApnsTokenAuth(_Model):
@@ -51,7 +62,7 @@ class ApnsConfig(_Model):
     bundle_id: str
     environment: Literal["production", "sandbox"] = "production"
     # Override for a local server; otherwise derived from ``environment``.
-    endpoint: str | None = None
+    endpoint: HttpsUrl | None = None
     auth: Annotated[ApnsTokenAuth | ApnsCertificateAuth, Field(discriminator="kind")]
     ca_file: Path | None = None  # extra trust anchor, for local servers only
     max_concurrency: Annotated[int, Field(ge=1)] = 200
@@ -68,10 +79,10 @@ class ApnsConfig(_Model):
 class FcmConfig(_Model):
     project_id: str
     service_account_file: Path
-    endpoint: str = FCM_ENDPOINT
+    endpoint: HttpsUrl = FCM_ENDPOINT
     # None: the service account's own ``token_uri`` (which must then be an allowed destination:
     # it is, only if it equals Google's default).
-    token_uri: str | None = None
+    token_uri: HttpsUrl | None = None
     ca_file: Path | None = None
     max_concurrency: Annotated[int, Field(ge=1)] = 200
     request_timeout_s: Annotated[float, Field(gt=0)] = 10.0
@@ -105,7 +116,7 @@ class AppPushConfig(_Model):
     apns: ApnsConfig | None = None
     fcm: FcmConfig | None = None
     webpush: WebPushConfig | None = None
-    webhook_url: str | None = None
+    webhook_url: HttpsUrl | None = None
     webhook_ca_file: Path | None = None
     log_keep_last: Annotated[int, Field(ge=1)] = 100
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from cloudphone.core.clock import Clock, SystemClock
 from cloudphone.push.destinations import AllowedDestinations, guarded_client
 from cloudphone.push.notifications import Notification, delivery_of, kind_of
 from cloudphone.push.outcomes import (
@@ -49,8 +50,9 @@ class LogSender:
     name = "log"
     max_concurrency = 10_000
 
-    def __init__(self, app_id: str, keep_last: int = 100) -> None:
+    def __init__(self, app_id: str, keep_last: int = 100, clock: Clock | None = None) -> None:
         self._app_id = app_id
+        self._clock = clock or SystemClock()
         self._pushes: deque[LoggedPush] = deque(maxlen=keep_last)
 
     async def send(self, token: PushToken, notification: Notification) -> Outcome:
@@ -60,7 +62,7 @@ class LogSender:
             kind=kind_of(notification),
             delivery=delivery_of(notification).value,
             payload=notification.payload(),
-            sent_at=dt.datetime.now(dt.UTC),
+            sent_at=self._clock.now(),
         )
         self._pushes.append(pushed)
         log.info(
@@ -97,8 +99,10 @@ class WebhookSender:
         platform: str,
         *,
         max_concurrency: int = 100,
+        clock: Clock | None = None,
     ) -> None:
         allowed.check(url)
+        self._clock = clock or SystemClock()
         self._app_id = app_id
         self._url = url
         self._platform = platform
@@ -122,7 +126,7 @@ class WebhookSender:
         if 200 <= status < 300:
             return Delivered(latency, None)
         if status in (404, 410):
-            return TokenDead(f"HTTP {status}", dt.datetime.now(dt.UTC))
+            return TokenDead(f"HTTP {status}", self._clock.now())
         if status == 429 or status >= 500:
             return Retry(parse_retry_after(response.headers.get("retry-after")), f"HTTP {status}")
         return Rejected(f"HTTP {status}")

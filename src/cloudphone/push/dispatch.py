@@ -13,6 +13,7 @@ import httpx
 import structlog
 from prometheus_client import CollectorRegistry
 
+from cloudphone.core.clock import Clock, SystemClock
 from cloudphone.push.apns import ApnsConnection, ApnsService, ProviderToken, connection_key
 from cloudphone.push.apns import ssl_context_for as apns_ssl_context
 from cloudphone.push.config import AppPushConfig, PushConfig
@@ -61,8 +62,10 @@ class PushDispatcher:
         *,
         on_token_dead: TokenDeadHook | None = None,
         registry: CollectorRegistry | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._config = config
+        self._clock = clock or SystemClock()
         self._hook = on_token_dead
         self._metrics = push_metrics(registry)
         self._services: dict[tuple[str, str], PushService] = {}
@@ -80,6 +83,13 @@ class PushDispatcher:
             service = self._service(app_id, platform)
         except LookupError as exc:
             return Rejected(str(exc))
+        except (OSError, ValueError, KeyError, DestinationRefused) as exc:
+            # A broken configuration (unreadable key, refused endpoint) must not crash the
+            # call path; it is logged loudly and retried on the next push.
+            log.error(
+                "push service misconfigured", app_id=app_id, platform=platform, error=str(exc)
+            )
+            return Rejected(f"{platform} misconfigured for app {app_id!r}")
         kind = kind_of(notification)
         key = id(service)
         in_flight = self._in_flight.get(key, 0)
@@ -161,12 +171,19 @@ class PushDispatcher:
         if app.sender == "log":
             sender = self._log_senders.get(app_id)
             if sender is None:
-                sender = self._log_senders[app_id] = LogSender(app_id, app.log_keep_last)
+                sender = self._log_senders[app_id] = LogSender(
+                    app_id, app.log_keep_last, self._clock
+                )
             return sender
         if app.sender == "webhook":
             assert app.webhook_url is not None
             return WebhookSender(
-                app_id, app.webhook_url, allowed, _verify(app.webhook_ca_file), platform
+                app_id,
+                app.webhook_url,
+                allowed,
+                _verify(app.webhook_ca_file),
+                platform,
+                clock=self._clock,
             )
         if platform == "apns" and app.apns is not None:
             key = connection_key(app.apns)
@@ -182,12 +199,14 @@ class PushDispatcher:
             if app.apns.auth.kind == "token":
                 provider_token = self._provider_tokens.get(key)
                 if provider_token is None:
-                    provider_token = self._provider_tokens[key] = ProviderToken(app.apns.auth)
-            return ApnsService(app.apns, connection, provider_token)
+                    provider_token = self._provider_tokens[key] = ProviderToken(
+                        app.apns.auth, self._clock
+                    )
+            return ApnsService(app.apns, connection, provider_token, clock=self._clock)
         if platform == "fcm" and app.fcm is not None:
-            return FcmService(app.fcm, allowed)
+            return FcmService(app.fcm, allowed, clock=self._clock)
         if platform == "webpush" and app.webpush is not None:
-            return WebPushService(app.webpush, allowed)
+            return WebPushService(app.webpush, allowed, clock=self._clock)
         raise LookupError(f"app {app_id!r} has no {platform} configuration")
 
     async def aclose(self) -> None:

@@ -11,11 +11,9 @@ firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import ssl
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import httpx
 import jwt
 import structlog
 
+from cloudphone.core.clock import Clock, SystemClock
 from cloudphone.push.config import FcmConfig
 from cloudphone.push.destinations import AllowedDestinations, guarded_client
 from cloudphone.push.notifications import (
@@ -65,7 +64,7 @@ class ServiceAccountToken:
         service_account: dict[str, Any],
         token_uri: str,
         client: httpx.AsyncClient,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> None:
         self._email = str(service_account["client_email"])
         self._key_id = str(service_account.get("private_key_id", ""))
@@ -73,20 +72,25 @@ class ServiceAccountToken:
         # The configured URI, never the file's own token_uri: the file is not a destination list.
         self._token_uri = token_uri
         self._client = client
-        self._clock = clock
+        self._clock = clock or SystemClock()
         self._token = ""
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
         self.grants = 0
 
     async def get(self) -> str:
-        if self._token and self._clock() < self._expires_at - _REFRESH_MARGIN:
+        if self._fresh():
             return self._token
         async with self._lock:
-            if self._token and self._clock() < self._expires_at - _REFRESH_MARGIN:
+            if self._fresh():
                 return self._token
             await self._grant()
             return self._token
+
+    def _fresh(self) -> bool:
+        return bool(self._token) and self._clock.now().timestamp() < (
+            self._expires_at - _REFRESH_MARGIN
+        )
 
     async def refresh(self, stale: str) -> str:
         """A new token after FCM answered 401 to ``stale``; concurrent 401s share one grant."""
@@ -96,7 +100,7 @@ class ServiceAccountToken:
             return self._token
 
     async def _grant(self) -> None:
-        now = int(self._clock())
+        now = int(self._clock.now().timestamp())
         assertion = jwt.encode(
             {
                 "iss": self._email,
@@ -131,7 +135,7 @@ class FcmService:
         config: FcmConfig,
         allowed: AllowedDestinations,
         *,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock: Clock | None = None,
     ) -> None:
         allowed.check(config.endpoint)
         allowed.check(config.resolved_token_uri)
@@ -145,9 +149,11 @@ class FcmService:
             max_connections=config.max_concurrency,
         )
         info = json.loads(Path(config.service_account_file).read_text())
-        self.access_token = ServiceAccountToken(info, config.resolved_token_uri, self._client)
+        self._clock = clock or SystemClock()
+        self.access_token = ServiceAccountToken(
+            info, config.resolved_token_uri, self._client, self._clock
+        )
         self._url = f"{config.endpoint.rstrip('/')}/v1/projects/{config.project_id}/messages:send"
-        self._clock = clock
         self.max_concurrency = config.max_concurrency
 
     def message(self, token: PushToken, notification: Notification) -> dict[str, Any]:
@@ -157,7 +163,7 @@ class FcmService:
             assert isinstance(notification, IncomingCall)
             android: dict[str, Any] = {
                 "priority": "high",
-                "ttl": f"{notification.ring_seconds(self._clock())}s",
+                "ttl": f"{notification.ring_seconds(self._clock.now())}s",
             }
         elif delivery is Delivery.ALERT:
             android = {"priority": "high", "ttl": _ALERT_TTL}
@@ -192,7 +198,7 @@ class FcmService:
         if status == 200:
             return Delivered(latency, str(response.json().get("name", "")) or None)
         error_code, error_status, message, token_field = _error(response)
-        now = self._clock()
+        now = self._clock.now()
         if error_code == "UNREGISTERED" or (status == 404 and error_status == "NOT_FOUND"):
             return TokenDead("UNREGISTERED", now)
         if error_code == "SENDER_ID_MISMATCH":

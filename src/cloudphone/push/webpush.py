@@ -10,13 +10,11 @@ push-service origin until close to its expiry.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import json
 import os
 import ssl
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +25,7 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cloudphone.core.clock import Clock, SystemClock
 from cloudphone.push.config import WebPushConfig
 from cloudphone.push.destinations import AllowedDestinations, guarded_client
 from cloudphone.push.notifications import (
@@ -81,15 +80,13 @@ def encrypt(payload: bytes, p256dh: bytes, auth_secret: bytes) -> bytes:
 class VapidSigner:
     """``Authorization: vapid t=…, k=…`` headers (RFC 8292 §3), one JWT per origin, reused."""
 
-    def __init__(
-        self, private_key_path: Path, subject: str, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, private_key_path: Path, subject: str, clock: Clock | None = None) -> None:
         key = serialization.load_pem_private_key(Path(private_key_path).read_bytes(), None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ValueError("VAPID key must be an EC P-256 private key")
         self._key = key
         self._subject = subject
-        self._clock = clock
+        self._clock = clock or SystemClock()
         public = key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
@@ -99,7 +96,7 @@ class VapidSigner:
     def header(self, endpoint: str) -> str:
         parts = urlsplit(endpoint)
         audience = f"{parts.scheme}://{parts.netloc}"
-        now = self._clock()
+        now = self._clock.now().timestamp()
         cached = self._cache.get(audience)
         if cached is None or cached[1] - now < _VAPID_RENEW_MARGIN:
             expires = now + _VAPID_LIFETIME
@@ -123,11 +120,12 @@ class WebPushService:
         config: WebPushConfig,
         allowed: AllowedDestinations,
         *,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock: Clock | None = None,
     ) -> None:
         self._config = config
         self._allowed = allowed
-        self._vapid = VapidSigner(config.vapid_private_key_path, config.vapid_subject)
+        self._clock = clock or SystemClock()
+        self._vapid = VapidSigner(config.vapid_private_key_path, config.vapid_subject, self._clock)
         verify: ssl.SSLContext | bool = True
         if config.ca_file is not None:
             verify = ssl.create_default_context(cafile=str(config.ca_file))
@@ -137,14 +135,13 @@ class WebPushService:
             timeout=config.request_timeout_s,
             max_connections=config.max_concurrency,
         )
-        self._clock = clock
         self.max_concurrency = config.max_concurrency
 
     def _ttl(self, notification: Notification) -> int:
         delivery = delivery_of(notification)
         if delivery is Delivery.VOIP:
             assert isinstance(notification, IncomingCall)
-            return min(notification.ring_seconds(self._clock()), self._config.call_ttl_s)
+            return min(notification.ring_seconds(self._clock.now()), self._config.call_ttl_s)
         if delivery is Delivery.BACKGROUND:
             return 0  # RFC 8030 §5.2: deliver now or not at all
         return self._config.alert_ttl_s
@@ -162,7 +159,7 @@ class WebPushService:
             body = encrypt(plaintext, b64url_decode(token.p256dh), b64url_decode(token.auth))
         except (ValueError, http_ece.ECEException) as exc:
             log.info("web push subscription keys unusable", error=type(exc).__name__)
-            return TokenDead("invalid subscription keys", self._clock())
+            return TokenDead("invalid subscription keys", self._clock.now())
         headers: dict[str, str] = {
             "ttl": str(self._ttl(notification)),
             "urgency": _URGENCY[delivery_of(notification)],
@@ -183,7 +180,7 @@ class WebPushService:
             return Delivered(latency, headers.get("location"))
         if status in (404, 410):
             # RFC 8030 §7.3: the subscription expired or was removed.
-            return TokenDead(f"HTTP {status}", self._clock())
+            return TokenDead(f"HTTP {status}", self._clock.now())
         if status == 429 or status >= 500:
             return Retry(parse_retry_after(headers.get("retry-after")), f"HTTP {status}")
         if status == 413:
