@@ -328,6 +328,34 @@ async def test_reconnects_after_the_connection_drops(
     assert connection.connects == 3
 
 
+async def test_request_refused_by_goaway_is_resent_on_a_new_connection(
+    local_apns: LocalApns, apns_key: ApnsTestKey, certs: TestCertificates, call: IncomingCall
+) -> None:
+    service, connection = _service(local_apns, apns_key, certs)
+    try:
+        assert isinstance(await service.send(PushToken(DEVICE), call), Delivered)
+        local_apns.goaway_before_next_request()
+        assert isinstance(await service.send(PushToken(DEVICE), call), Delivered)
+    finally:
+        await connection.aclose()
+    assert connection.connects == 2
+    assert len(local_apns.received) == 2
+
+
+async def test_concurrent_expired_token_answers_mint_one_new_token(
+    dispatcher: PushDispatcher, local_apns: LocalApns, call: IncomingCall
+) -> None:
+    await dispatcher.send(APP, "apns", PushToken(DEVICE), call)
+    local_apns.expire_provider_tokens()
+
+    outcomes = await asyncio.gather(
+        *(dispatcher.send(APP, "apns", PushToken(DEVICE), call) for _ in range(20))
+    )
+
+    assert all(isinstance(o, Delivered) for o in outcomes)
+    assert local_apns.distinct_provider_tokens == 2  # the first one and a single refresh
+
+
 async def test_idle_connection_is_closed_and_reopened_on_demand(
     local_apns: LocalApns, apns_key: ApnsTestKey, certs: TestCertificates, call: IncomingCall
 ) -> None:

@@ -164,9 +164,20 @@ def delivery_of(notification: Notification) -> Delivery:
         raise TypeError(f"not a push notification kind: {type(notification).__name__}") from None
 
 
+_KIND: dict[type, str] = {
+    IncomingCall: "incoming_call",
+    CallCancelled: "call_cancelled",
+    CallMissed: "call_missed",
+    CallAnsweredElsewhere: "call_answered_elsewhere",
+    Message: "message",
+    InstanceExpiring: "instance_expiring",
+    RegistrationWakeUp: "registration_wake_up",
+}
+
+
 def kind_of(notification: Notification) -> str:
-    """Stable short name of the kind, used in payloads, logs and metric labels."""
-    return str(notification.payload()["type"])
+    """Stable short name of the kind (the payload's ``type``), for logs and metric labels."""
+    return _KIND[type(notification)]
 
 
 def collapse_key(notification: Notification) -> str | None:

@@ -131,6 +131,11 @@ class LocalApns(H2TestServer):
         """Every provider token seen so far now gets 403 ExpiredProviderToken."""
         self._expired.update(self._verified)
 
+    @property
+    def distinct_provider_tokens(self) -> int:
+        """How many different provider tokens (JWTs) clients have presented."""
+        return len(self._verified)
+
     def pushes_for(self, device_token: str) -> list[ReceivedPush]:
         return [p for p in self.received if p.device_token == device_token.lower()]
 

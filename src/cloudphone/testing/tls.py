@@ -233,6 +233,12 @@ class _H2ServerProtocol(asyncio.Protocol):
 
     def _answer(self, stream_id: int) -> None:
         raw_headers, body = self._streams.pop(stream_id)
+        if self._server._goaway_before_next:
+            # Going away without processing this request: RFC 9113 §6.8 lets the client retry.
+            self._server._goaway_before_next = False
+            self._conn.close_connection(last_stream_id=max(stream_id - 2, 0))
+            self._flush()
+            return
         headers = {k.decode().lower(): v.decode() for k, v in raw_headers}
         request = H2Request(
             method=headers.pop(":method", ""),
@@ -287,6 +293,7 @@ class H2TestServer:
         self._request_client_cert = request_client_cert
         self._server: asyncio.Server | None = None
         self._connections: set[_H2ServerProtocol] = set()
+        self._goaway_before_next = False
         self.port = 0
 
     def handler(self, request: H2Request) -> H2Response:
@@ -323,6 +330,10 @@ class H2TestServer:
         """Tell every connected client to go away (as APNs does before maintenance)."""
         for connection in list(self._connections):
             connection.goaway()
+
+    def goaway_before_next_request(self) -> None:
+        """Answer the next request with GOAWAY naming it unprocessed (as during a restart)."""
+        self._goaway_before_next = True
 
     def drop_connections(self) -> None:
         """Cut every connection without a goodbye (a network failure)."""
