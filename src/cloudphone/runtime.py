@@ -14,6 +14,12 @@ from cloudphone.gateway.engine import RegistrationEngine
 from cloudphone.gateway.gateway import Gateway
 from cloudphone.gateway.service import GatewayPolicy, PushInstanceService
 from cloudphone.gateway.upstream import Upstream
+from cloudphone.privacy.sealing import (
+    VAULT_INFO_KEY,
+    SubjectVault,
+    configure_blind_index,
+    load_index_key,
+)
 from cloudphone.push import PushDispatcher, PushToken, TokenDead, token_is_dead
 from cloudphone.push.service import Platform as PushPlatform
 from cloudphone.store.db import Database
@@ -37,6 +43,10 @@ class Runtime:
         db = Database(settings.database_url)
         secret = settings.master_key.get_secret_value() if settings.master_key else None
         keyring = load_keyring(secret, settings.master_key_file, settings.data_dir)
+        # Sealed personal fields open and seal inside every session's flush and load (P19).
+        vault = SubjectVault(keyring, clock)
+        db.sessions.configure(info={VAULT_INFO_KEY: vault})
+        configure_blind_index(load_index_key(settings.data_dir / "blind-index.key"))
         accounts = AccountsService(db, clock, settings.public_url)
         hook = _TokenDeadHook()
         push = PushDispatcher(settings.push, on_token_dead=hook)

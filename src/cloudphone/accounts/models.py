@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cloudphone.core.datamap import not_personal, personal
+from cloudphone.privacy.sealing import SealedField, sealed
 from cloudphone.store.db import Base, UTCDateTime, new_id
 
 
@@ -34,10 +35,15 @@ class Tenant(Base):
 
 
 class Account(Base):
-    """A user's SIP account at the tenant. The SIP password is never stored here."""
+    """A user's SIP account at the tenant. The SIP password is never stored here.
+
+    Its personal fields are sealed under the account's subject key (P19: erasure shreds them,
+    backups included); the address of record is found, and kept unique per tenant, through
+    its keyed blind index ``aor_index``.
+    """
 
     __tablename__ = "accounts"
-    __table_args__ = (UniqueConstraint("tenant_id", "address_of_record"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "aor_index"),)
 
     id: Mapped[str] = mapped_column(
         String(32), primary_key=True, default=new_id, info=not_personal()
@@ -45,15 +51,36 @@ class Account(Base):
     tenant_id: Mapped[str] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True, info=not_personal()
     )
-    address_of_record: Mapped[str] = mapped_column(
-        String(255),
+    _address_of_record: Mapped[str] = mapped_column(
+        "address_of_record",
+        Text,
         info=personal(
             "user.account.username", purpose="service", retention="account", subject_key=True
-        ),
+        )
+        | sealed(),
     )
-    display_name: Mapped[str] = mapped_column(
-        String(200), default="", info=personal("user.name", purpose="service", retention="account")
+    aor_index: Mapped[str] = mapped_column(
+        String(64),
+        info=personal("user.account.username", purpose="service", retention="account"),
     )
+    _display_name: Mapped[str] = mapped_column(
+        "display_name",
+        Text,
+        default="",
+        info=personal("user.name", purpose="service", retention="account") | sealed(),
+    )
+    _notice_email: Mapped[str | None] = mapped_column(
+        "notice_email",
+        Text,
+        nullable=True,
+        info=personal("user.contact.email", purpose="service", retention="account") | sealed(),
+    )
+    address_of_record: SealedField[str] = SealedField(
+        "_address_of_record", subject_attr="id", index_attr="aor_index"
+    )
+    display_name: SealedField[str] = SealedField("_display_name", subject_attr="id")
+    # Where policy notices are e-mailed (P18); optional.
+    notice_email: SealedField[str | None] = SealedField("_notice_email", subject_attr="id")
     feature_overrides: Mapped[dict[str, Any]] = mapped_column(
         JSON, default=dict, info=not_personal()
     )
@@ -81,15 +108,36 @@ class Device(Base):
     )
     platform: Mapped[str] = mapped_column(String(16), info=not_personal())
     app_id: Mapped[str] = mapped_column(String(200), info=not_personal())
-    call_push_token: Mapped[str | None] = mapped_column(
-        String(4096),
+    _call_push_token: Mapped[str | None] = mapped_column(
+        "call_push_token",
+        Text,
         nullable=True,
+        info=personal("user.device.device_id", purpose="push", retention="device") | sealed(),
+    )
+    _notice_push_token: Mapped[str | None] = mapped_column(
+        "notice_push_token",
+        Text,
+        nullable=True,
+        info=personal("user.device.device_id", purpose="push", retention="device") | sealed(),
+    )
+    # Blind indexes: a push service reports a dead token by value (see SealedField).
+    call_push_token_index: Mapped[str | None] = mapped_column(
+        String(64),
+        nullable=True,
+        index=True,
         info=personal("user.device.device_id", purpose="push", retention="device"),
     )
-    notice_push_token: Mapped[str | None] = mapped_column(
-        String(4096),
+    notice_push_token_index: Mapped[str | None] = mapped_column(
+        String(64),
         nullable=True,
+        index=True,
         info=personal("user.device.device_id", purpose="push", retention="device"),
+    )
+    call_push_token: SealedField[str | None] = SealedField(
+        "_call_push_token", subject_attr="account_id", index_attr="call_push_token_index"
+    )
+    notice_push_token: SealedField[str | None] = SealedField(
+        "_notice_push_token", subject_attr="account_id", index_attr="notice_push_token_index"
     )
     # When the tokens were last set: a token reported dead before this moment was
     # re-registered since, so it stays (APNs 410 timestamp rule).

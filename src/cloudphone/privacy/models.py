@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from cloudphone.privacy.audit import AuditEvent
+from cloudphone.privacy.sealing import SubjectKey
 
-__all__ = ["AuditEvent"]
+__all__ = ["AuditEvent", "SubjectKey"]

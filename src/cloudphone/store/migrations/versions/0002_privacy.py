@@ -1,4 +1,4 @@
-"""privacy: audit trail (append-only)
+"""privacy: audit trail (append-only), subject keys, sealed account fields
 
 Revision ID: 0002
 Revises: 0001
@@ -58,12 +58,70 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_audit_events_at"), ["at"], unique=False)
         batch_op.create_index(batch_op.f("ix_audit_events_object_id"), ["object_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_audit_events_tenant_id"), ["tenant_id"], unique=False)
+    op.create_table(
+        "subject_keys",
+        sa.Column("subject_id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=32), nullable=False),
+        sa.Column("wrapped_key", sa.Text(), nullable=False),
+        sa.Column("created_at", cloudphone.store.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("subject_id", name=op.f("pk_subject_keys")),
+    )
+    with op.batch_alter_table("subject_keys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_subject_keys_tenant_id"), ["tenant_id"], unique=False)
+
+    # Personal fields become sealed under the subject key (longer, opaque text); lookups and
+    # per-tenant uniqueness of the address of record move to keyed blind indexes. Sealing
+    # needs the master key, so rows written before this revision are not converted here.
+    with op.batch_alter_table("accounts", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_accounts_tenant_id", type_="unique")
+        batch_op.alter_column("address_of_record", type_=sa.Text(), existing_nullable=False)
+        batch_op.alter_column("display_name", type_=sa.Text(), existing_nullable=False)
+        batch_op.add_column(
+            sa.Column("aor_index", sa.String(length=64), nullable=False, server_default="")
+        )
+        batch_op.add_column(sa.Column("notice_email", sa.Text(), nullable=True))
+        batch_op.create_unique_constraint(
+            batch_op.f("uq_accounts_tenant_id"), ["tenant_id", "aor_index"]
+        )
+    with op.batch_alter_table("devices", schema=None) as batch_op:
+        batch_op.alter_column("call_push_token", type_=sa.Text(), existing_nullable=True)
+        batch_op.alter_column("notice_push_token", type_=sa.Text(), existing_nullable=True)
+        batch_op.add_column(sa.Column("call_push_token_index", sa.String(length=64), nullable=True))
+        batch_op.add_column(
+            sa.Column("notice_push_token_index", sa.String(length=64), nullable=True)
+        )
+        batch_op.create_index(
+            batch_op.f("ix_devices_call_push_token_index"), ["call_push_token_index"]
+        )
+        batch_op.create_index(
+            batch_op.f("ix_devices_notice_push_token_index"), ["notice_push_token_index"]
+        )
+
     if op.get_bind().dialect.name == "postgresql":
         for statement in _AUDIT_GUARD:  # asyncpg runs one statement per call
             op.execute(statement)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("devices", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_devices_notice_push_token_index"))
+        batch_op.drop_index(batch_op.f("ix_devices_call_push_token_index"))
+        batch_op.drop_column("notice_push_token_index")
+        batch_op.drop_column("call_push_token_index")
+        batch_op.alter_column("notice_push_token", type_=sa.String(4096))
+        batch_op.alter_column("call_push_token", type_=sa.String(4096))
+    with op.batch_alter_table("accounts", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_accounts_tenant_id", type_="unique")
+        batch_op.drop_column("notice_email")
+        batch_op.drop_column("aor_index")
+        batch_op.alter_column("display_name", type_=sa.String(200))
+        batch_op.alter_column("address_of_record", type_=sa.String(255))
+        batch_op.create_unique_constraint(
+            "uq_accounts_tenant_id", ["tenant_id", "address_of_record"]
+        )
+    with op.batch_alter_table("subject_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subject_keys_tenant_id"))
+    op.drop_table("subject_keys")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events")
         op.execute("DROP FUNCTION IF EXISTS audit_events_append_only()")
