@@ -1,11 +1,12 @@
 """Apple Push Notification service over HTTP/2 (token or certificate provider auth).
 
 Written on ``h2`` + asyncio rather than aioapns: aioapns hard-codes Apple's hosts and port as
-class attributes (no local or custom endpoint), cannot refresh its provider token on
-``403 ExpiredProviderToken``, hides response headers (no ``retry-after``), opens a pool of
-connections instead of one per team, and validates/flushes per request, which costs
-throughput. Reference: Apple, "Sending notification requests to APNs" and "Handling
-notification responses from APNs".
+class attributes (no local or custom endpoint without patching the library), never refreshes
+its provider token on ``403 ExpiredProviderToken``, does not expose response headers (no
+``retry-after``), does not turn the 410 ``timestamp`` into a decision, and validates and
+writes every request separately, which costs throughput (see ``benchmarks/push_apns.py``).
+Reference: Apple, "Sending notification requests to APNs" and "Handling notification
+responses from APNs".
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ _CLIENT_CONFIG = h2.config.H2Configuration(
 class _PlainLiteralEncoder(hpack.Encoder):
     """HPACK without Huffman coding of literals (RFC 7541 §5.2 makes it optional).
 
-    Pure-Python Huffman coding costs more CPU at both ends than the ~25 bytes it saves on a
-    device path; repeated headers (topic, authorization) are table-indexed either way.
+    Pure-Python Huffman coding costs more CPU than the ~25 bytes it saves on a device path;
+    repeated headers (topic, authorization) are table-indexed either way.
     """
 
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
