@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+import structlog.testing
 from prometheus_client import CollectorRegistry
 from push_helpers import APP, BUNDLE, DEVICE, RecordingHook, apns_config, incoming_call
 
@@ -458,3 +459,15 @@ async def test_refused_connection_is_a_retry(
 def test_incoming_call_needs_a_ring_window() -> None:
     with pytest.raises(ValueError):
         incoming_call(ring_seconds=-1)
+
+
+async def test_logs_never_carry_the_device_token(
+    dispatcher: PushDispatcher, local_apns: LocalApns, call: IncomingCall
+) -> None:
+    local_apns.unregister(DEVICE)
+    with structlog.testing.capture_logs() as logs:
+        await dispatcher.send(APP, "apns", PushToken(DEVICE), call)
+        await dispatcher.send(APP, "apns", PushToken("c" * 64), call)
+
+    assert logs, "the dead token is logged (as a fingerprint)"
+    assert DEVICE not in repr(logs) and "c" * 64 not in repr(logs)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from push_helpers import APP, FCM_PROJECT
 
@@ -175,3 +177,24 @@ async def test_unreadable_credentials_are_a_rejection_not_a_crash(
     outcome = await dispatcher.send(APP, "fcm", PushToken("t" * 40), call)
     await dispatcher.aclose()
     assert isinstance(outcome, Rejected) and "misconfigured" in outcome.reason
+
+
+_labels = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
+_hosts = st.lists(_labels, min_size=1, max_size=4).map(".".join)
+
+
+@pytest.mark.promise("P2")
+@given(
+    configured=st.lists(_hosts, min_size=1, max_size=4),
+    host=_hosts,
+    port=st.one_of(st.none(), st.integers(1, 65535)),
+    scheme=st.sampled_from(["https", "http", "ftp"]),
+)
+def test_only_configured_https_origins_are_ever_allowed(
+    configured: list[str], host: str, port: int | None, scheme: str
+) -> None:
+    allowed = AllowedDestinations(configured)
+    netloc = host if port is None else f"{host}:{port}"
+    verdict = allowed.allows(f"{scheme}://{netloc}/path")
+    expected = scheme == "https" and host in configured and port in (None, 443)
+    assert verdict == expected
