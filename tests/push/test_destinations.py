@@ -198,3 +198,23 @@ def test_only_configured_https_origins_are_ever_allowed(
     verdict = allowed.allows(f"{scheme}://{netloc}/path")
     expected = scheme == "https" and host in configured and port in (None, 443)
     assert verdict == expected
+
+
+@pytest.mark.parametrize("platform", ["apns", "fcm"])
+async def test_untrusted_service_certificate_is_rejected_not_retried(
+    push_config: PushConfig, call: IncomingCall, platform: str
+) -> None:
+    # Without the test CA the local services look like impostors of APNs/FCM.
+    app = push_config.apps[APP]
+    untrusted = app.model_copy(
+        update={
+            "apns": app.apns.model_copy(update={"ca_file": None}) if app.apns else None,
+            "fcm": app.fcm.model_copy(update={"ca_file": None}) if app.fcm else None,
+        }
+    )
+    dispatcher = PushDispatcher(PushConfig(apps={APP: untrusted}), registry=CollectorRegistry())
+    try:
+        outcome = await dispatcher.send(APP, platform, PushToken("d" * 64), call)  # type: ignore[arg-type]
+    finally:
+        await dispatcher.aclose()
+    assert outcome == Rejected("TLS certificate verification failed")

@@ -123,9 +123,13 @@ class PushDispatcher:
         except DestinationRefused as exc:
             log.warning("push destination refused", service=service.name, error=str(exc))
             return Rejected(str(exc))
-        except TimeoutError:
+        except (TimeoutError, httpx.TimeoutException):
             return Retry(0.0, "timeout")
         except (ConnectionError, OSError, httpx.TransportError) as exc:
+            if _tls_verification_failed(exc):
+                # Not transient: a wrong trust anchor or an impostor; retrying will not help.
+                log.error("push service certificate not trusted", service=service.name)
+                return Rejected("TLS certificate verification failed")
             return Retry(0.0, f"connection failed: {type(exc).__name__}")
 
     def _record(
@@ -228,3 +232,14 @@ def _verify(ca_file: object) -> ssl.SSLContext | bool:
     if ca_file is None:
         return True
     return ssl.create_default_context(cafile=str(ca_file))
+
+
+def _tls_verification_failed(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):  # httpx wraps the ssl error; follow the chain a few links
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
