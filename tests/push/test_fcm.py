@@ -180,3 +180,24 @@ async def test_overload_asks_for_a_retry_after(
     outcome = await dispatcher.send(APP, "fcm", PushToken(REG_TOKEN), call)
 
     assert outcome == Retry(after, code)
+
+
+async def test_token_endpoint_outage_is_a_retry(
+    dispatcher: PushDispatcher, local_fcm: LocalFcm, call: IncomingCall
+) -> None:
+    local_fcm.fail_next_grant(503, retry_after="2")
+
+    outcome = await dispatcher.send(APP, "fcm", PushToken(REG_TOKEN), call)
+
+    assert outcome == Retry(2.0, "token endpoint answered 503")
+    assert isinstance(await dispatcher.send(APP, "fcm", PushToken(REG_TOKEN), call), Delivered)
+
+
+async def test_refused_service_account_is_rejected(
+    dispatcher: PushDispatcher, local_fcm: LocalFcm, call: IncomingCall
+) -> None:
+    local_fcm.fail_next_grant(400)
+
+    outcome = await dispatcher.send(APP, "fcm", PushToken(REG_TOKEN), call)
+
+    assert outcome == Rejected("token endpoint answered 400")

@@ -53,7 +53,16 @@ _RETRY_STATUSES = frozenset({429, 500, 503})
 
 
 class OAuthError(Exception):
-    """The token endpoint refused the service account (a configuration problem)."""
+    """The token endpoint did not grant a token."""
+
+    def __init__(self, status: int, retry_after: str | None) -> None:
+        super().__init__(f"token endpoint answered {status}")
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        return self.status == 429 or self.status >= 500
 
 
 class ServiceAccountToken:
@@ -117,7 +126,7 @@ class ServiceAccountToken:
             self._token_uri, data={"grant_type": _JWT_BEARER, "assertion": assertion}
         )
         if response.status_code != 200:
-            raise OAuthError(f"token endpoint answered {response.status_code}")
+            raise OAuthError(response.status_code, response.headers.get("retry-after"))
         body = response.json()
         self._token = str(body["access_token"])
         self._expires_at = now + float(body.get("expires_in", 3600))
@@ -185,6 +194,10 @@ class FcmService:
             if response.status_code == 401:
                 response = await self._post(body, await self.access_token.refresh(access))
         except OAuthError as exc:
+            if exc.transient:
+                return Retry(parse_retry_after(exc.retry_after), str(exc))
+            # The service account itself is refused (revoked key, wrong audience).
+            log.error("fcm service account refused", status=exc.status)
             return Rejected(str(exc))
         return self._outcome(response, time.monotonic() - started)
 

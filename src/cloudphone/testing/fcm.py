@@ -125,6 +125,7 @@ class LocalFcm(H2TestServer):
         self._access: dict[str, tuple[str, float]] = {}  # token → (project, expires at)
         self._unregistered: set[str] = set()
         self._failures: deque[_ScriptedFailure] = deque()
+        self._grant_failures: deque[tuple[int, str | None]] = deque()
 
     @property
     def token_uri(self) -> str:
@@ -152,10 +153,18 @@ class LocalFcm(H2TestServer):
     ) -> None:
         self._failures.append(_ScriptedFailure(status, status_name, error_code, retry_after, count))
 
+    def fail_next_grant(self, status: int, *, retry_after: str | None = None) -> None:
+        """Answer the next token request with ``status`` (e.g. 503 while Google is down)."""
+        self._grant_failures.append((status, retry_after))
+
     def handler(self, request: H2Request) -> H2Response:
         if request.method != "POST":
             return _error(405, "INVALID_ARGUMENT", "method not allowed")
         if request.path == "/token":
+            if self._grant_failures:
+                status, retry_after = self._grant_failures.popleft()
+                headers = [("retry-after", retry_after)] if retry_after else []
+                return H2Response(status, headers, b'{"error":"temporarily_unavailable"}')
             return self._grant(request)
         match = re.fullmatch(r"/v1/projects/([^/]+)/messages:send", request.path)
         if match is None:
