@@ -1,0 +1,232 @@
+"""The asyncio layer in-process: two endpoints over UDP, TCP and TLS on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+
+import pytest
+
+from cloudphone.sip import Request, SipURI, parse_uri
+from cloudphone.sip.dialog import Dialog
+from cloudphone.sip.transaction import Timers
+from cloudphone.sipnet import Endpoint, IncomingRequest, Target, TransactionFailed
+from cloudphone.sipnet.scheduler import Scheduler
+
+TRANSPORTS = ["UDP", "TCP", "TLS"]
+
+
+def options(target: str) -> Request:
+    return Request(
+        "OPTIONS",
+        target,
+        [
+            ("From", "<sip:a@127.0.0.1>;tag=fa"),
+            ("To", f"<{target}>"),
+            ("Call-ID", f"opt-{id(target)}"),
+            ("CSeq", "1 OPTIONS"),
+        ],
+    )
+
+
+@pytest.fixture
+async def pair(
+    request: pytest.FixtureRequest, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> AsyncIterator[tuple[Endpoint, Endpoint, Target]]:
+    transport: str = request.param
+    server = Endpoint(tls_client=client_tls)
+    client = Endpoint(tls_client=client_tls)
+    host, port = await server.listen(transport, ssl_context=server_tls)
+    await client.listen(transport, ssl_context=server_tls)
+    yield server, client, Target(transport, host, port, "localhost")
+    await client.close()
+    await server.close()
+
+
+@pytest.mark.parametrize("pair", TRANSPORTS, indirect=True)
+async def test_options_round_trip_and_flow_reuse(pair: tuple[Endpoint, Endpoint, Target]) -> None:
+    server, client, target = pair
+    seen: list[IncomingRequest] = []
+
+    def answer(incoming: IncomingRequest) -> None:
+        seen.append(incoming)
+        incoming.respond(200, headers=[("Allow", "INVITE, ACK, OPTIONS")])
+
+    server.on_request = answer
+    first = await client.request(options(f"sip:{target.host}:{target.port}"), target)
+    assert first.status_code == 200 and first.headers.get("allow")
+    second = await client.request(options(f"sip:{target.host}:{target.port}"), target)
+    assert second.status_code == 200
+    assert seen[0].request.via.params.get("received") in (None, "127.0.0.1")
+    if target.transport != "UDP":
+        # RFC 5626: the second request reused the connection of the first
+        assert seen[0].flow is seen[1].flow
+        assert len(client.flows) == 1
+
+
+@pytest.mark.parametrize("pair", TRANSPORTS, indirect=True)
+async def test_invite_answer_ack_bye(pair: tuple[Endpoint, Endpoint, Target]) -> None:
+    server, client, target = pair
+    events: list[str] = []
+    contact = server.contact_uri(target.transport, user="bob")
+
+    def uas(incoming: IncomingRequest) -> None:
+        method = incoming.request.method
+        events.append(method)
+        if method == "INVITE":
+            incoming.respond(180)
+            incoming.respond(200, headers=[("Contact", f"<{contact}>")], body=b"v=0\r\n")
+        elif method == "BYE":
+            incoming.respond(200)
+
+    server.on_request = uas
+    invite = Request(
+        "INVITE",
+        f"sip:bob@{target.host}:{target.port}",
+        [
+            ("From", "<sip:alice@127.0.0.1>;tag=a1"),
+            ("To", "<sip:bob@127.0.0.1>"),
+            ("Call-ID", f"call-{target.transport}"),
+            ("CSeq", "1 INVITE"),
+            ("Contact", f"<{client.contact_uri(target.transport, 'alice')}>"),
+        ],
+    )
+    ringing: list[int] = []
+    ok = await client.request(
+        invite, target, on_provisional=lambda r: ringing.append(r.status_code)
+    )
+    assert ok.status_code == 200 and ok.body == b"v=0\r\n"
+    assert 180 in ringing
+    dialog = Dialog.from_uac_response(invite, ok)
+    await client.send_stateless(dialog.ack(invite.cseq.seq), target)
+    bye = await client.request(dialog.request("BYE"), target)
+    assert bye.status_code == 200
+    assert events == ["INVITE", "ACK", "BYE"]
+
+
+@pytest.mark.parametrize("pair", ["UDP"], indirect=True)
+async def test_cancel_gets_200_and_invite_487(pair: tuple[Endpoint, Endpoint, Target]) -> None:
+    server, client, target = pair
+    server.on_request = lambda incoming: None  # never answers the INVITE
+    invite = Request(
+        "INVITE",
+        f"sip:bob@{target.host}:{target.port}",
+        [
+            ("From", "<sip:alice@127.0.0.1>;tag=a1"),
+            ("To", "<sip:bob@127.0.0.1>"),
+            ("Call-ID", "cancel-me"),
+            ("CSeq", "7 INVITE"),
+        ],
+    )
+    pending = asyncio.ensure_future(client.request(invite, target))
+    await asyncio.sleep(0.1)
+    cancel = Request(
+        "CANCEL",
+        invite.uri,
+        [
+            ("Via", invite.headers.get("via") or ""),
+            ("From", invite.headers.get("from") or ""),
+            ("To", invite.headers.get("to") or ""),
+            ("Call-ID", "cancel-me"),
+            ("CSeq", "7 CANCEL"),
+        ],
+    )
+    # §9.1: the CANCEL carries the INVITE's branch; the endpoint pushes its own Via with it
+    branch = invite.via.branch
+    cancel.headers.remove("via")
+    cancel_response = await client.request(cancel, target, branch=branch)
+    assert cancel_response.status_code == 200
+    assert (await pending).status_code == 487
+
+
+async def test_timeout_raises_408_with_fast_timers() -> None:
+    client = Endpoint(timers=Timers(t1=0.01, t2=0.04, t4=0.05))
+    silent = await asyncio.get_running_loop().create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    port = silent[0].get_extra_info("sockname")[1]
+    try:
+        with pytest.raises(TransactionFailed) as failure:
+            await client.request(options(f"sip:127.0.0.1:{port}"), Target("UDP", "127.0.0.1", port))
+        assert failure.value.status_code == 408
+    finally:
+        silent[0].close()
+        await client.close()
+
+
+async def test_tls_client_rejects_an_untrusted_certificate(server_tls: ssl.SSLContext) -> None:
+    server = Endpoint()
+    host, port = await server.listen("TLS", ssl_context=server_tls)
+    client = Endpoint()  # default trust store: the test CA is unknown
+    try:
+        with pytest.raises(TransactionFailed) as failure:
+            await client.request(
+                options(f"sips:{host}:{port}"), Target("TLS", host, port, "localhost")
+            )
+        assert failure.value.status_code == 503
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_tls_client_checks_the_host_name(
+    server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    server = Endpoint()
+    host, port = await server.listen("TLS", ssl_context=server_tls)
+    client = Endpoint(tls_client=client_tls)
+    try:
+        with pytest.raises(TransactionFailed):
+            await client.request(
+                options(f"sips:{host}:{port}"), Target("TLS", host, port, "not-this-host.test")
+            )
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_malformed_udp_request_gets_400() -> None:
+    server = Endpoint()
+    host, port = await server.listen("UDP")
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[bytes] = loop.create_future()
+
+    class Catch(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            if not received.done():
+                received.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Catch, local_addr=("127.0.0.1", 0))
+    local_port = transport.get_extra_info("sockname")[1]
+    bad = (
+        f"OPTIONS sip:x@{host}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bKbad;rport\r\n"
+        "From: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: bad\r\n"
+        "CSeq: 1 OPTIONS\r\nMax-Forwards: 999\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    transport.sendto(bad, (host, port))
+    try:
+        answer = await asyncio.wait_for(received, 2)
+        assert answer.startswith(b"SIP/2.0 400 ")
+    finally:
+        transport.close()
+        await server.close()
+
+
+async def test_scheduler_runs_callbacks_in_deadline_order() -> None:
+    scheduler = Scheduler()
+    now = scheduler.now()
+    fired: list[str] = []
+    done = asyncio.Event()
+    scheduler.call_at(now + 0.05, lambda t: fired.append("late") or done.set())  # type: ignore[func-returns-value]
+    scheduler.call_at(now + 0.01, lambda t: fired.append("early"))
+    cancelled = scheduler.call_at(now + 0.02, lambda t: fired.append("cancelled"))
+    cancelled.cancel()
+    await asyncio.wait_for(done.wait(), 2)
+    assert fired == ["early", "late"]
+
+
+def test_contact_uri_names_the_transport() -> None:
+    uri = parse_uri("sip:bob@127.0.0.1:5080;transport=tcp")
+    assert isinstance(uri, SipURI) and uri.transport == "tcp"
