@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import AsyncIterator
 
@@ -9,14 +10,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from push_helpers import APP, DEVICE, RecordingHook
 
+from cloudphone.core.clock import FakeClock
 from cloudphone.push import (
     AppPushConfig,
+    Caller,
     Delivered,
     IncomingCall,
     PushConfig,
     PushDispatcher,
     PushToken,
     RegistrationWakeUp,
+    Rejected,
     Retry,
     TokenDead,
 )
@@ -98,3 +102,17 @@ async def test_webhook_posts_json_and_maps_statuses(
     assert body["platform"] == "apns" and body["delivery"] == "voip"
     assert body["kind"] == "incoming_call" and body["token"] == DEVICE
     assert len(hook.calls) == 1
+
+
+async def test_a_call_whose_ring_window_is_over_is_never_pushed() -> None:
+    clock = FakeClock(dt.datetime.now(dt.UTC))
+    dispatcher = PushDispatcher(PushConfig(), registry=CollectorRegistry(), clock=clock)
+    call = IncomingCall(
+        Caller("sip:a@b"), "late", clock.now(), clock.now() + dt.timedelta(seconds=30)
+    )
+    clock.advance(dt.timedelta(seconds=31))
+
+    outcome = await dispatcher.send(APP, "apns", PushToken(DEVICE), call)
+
+    assert outcome == Rejected("ring window over")
+    assert dispatcher.recent_pushes() == []

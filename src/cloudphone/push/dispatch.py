@@ -21,7 +21,7 @@ from cloudphone.push.destinations import AllowedDestinations, DestinationRefused
 from cloudphone.push.dev import LoggedPush, LogSender, WebhookSender
 from cloudphone.push.fcm import FcmService
 from cloudphone.push.metrics import push_metrics
-from cloudphone.push.notifications import Notification, delivery_of, kind_of
+from cloudphone.push.notifications import IncomingCall, Notification, delivery_of, kind_of
 from cloudphone.push.outcomes import (
     Delivered,
     Outcome,
@@ -79,6 +79,9 @@ class PushDispatcher:
     ) -> Outcome:
         """Push ``notification`` to one device; never raises for delivery failures."""
         delivery_of(notification)  # TypeError for anything that is not a notification kind
+        if isinstance(notification, IncomingCall) and notification.ring_until <= self._clock.now():
+            # Only a live call may wake the app as a call; a late one would ring for nobody.
+            return Rejected("ring window over")
         try:
             service = self._service(app_id, platform)
         except LookupError as exc:
