@@ -20,6 +20,7 @@ from cloudphone.privacy.sealing import (
     configure_blind_index,
     load_index_key,
 )
+from cloudphone.privacy.service import PrivacyService
 from cloudphone.push import PushDispatcher, PushToken, TokenDead, token_is_dead
 from cloudphone.push.service import Platform as PushPlatform
 from cloudphone.store.db import Database
@@ -34,6 +35,7 @@ class Runtime:
     accounts: AccountsService
     push: PushDispatcher
     gateway: Gateway
+    privacy: PrivacyService
 
     @classmethod
     def build(
@@ -46,7 +48,11 @@ class Runtime:
         # Sealed personal fields open and seal inside every session's flush and load (P19).
         vault = SubjectVault(keyring, clock)
         db.sessions.configure(info={VAULT_INFO_KEY: vault})
-        configure_blind_index(load_index_key(settings.data_dir / "blind-index.key"))
+        configure_blind_index(
+            load_index_key(
+                settings.privacy.blind_index_key_file or settings.data_dir / "blind-index.key"
+            )
+        )
         accounts = AccountsService(db, clock, settings.public_url)
         hook = _TokenDeadHook()
         push = PushDispatcher(settings.push, on_token_dead=hook)
@@ -73,9 +79,26 @@ class Runtime:
             sweep_interval_s=g.sweep_interval_s,
             startup_rate=g.startup_registrations_per_s,
         )
-        return cls(settings, db, clock, keyring, accounts, push, gateway)
+        privacy = PrivacyService(
+            db,
+            clock,
+            keyring,
+            vault,
+            accounts,
+            settings.privacy,
+            settings.data_dir,
+            settings.public_url,
+        )
+
+        async def end_push_instances(account_id: str) -> None:
+            # Erasure disables push first: unregister upstream, erase the credentials (P4).
+            await instances.end_for_devices(await privacy.devices_of(account_id), "erased")
+
+        privacy.erasure_hooks.register("gateway", end_push_instances)
+        return cls(settings, db, clock, keyring, accounts, push, gateway, privacy)
 
     async def close(self) -> None:
+        await self.privacy.stop()
         await self.gateway.stop()
         await self.push.aclose()
         await self.db.dispose()

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cloudphone.core.datamap import not_personal, personal
+from cloudphone.privacy.declarations import retained
 from cloudphone.privacy.sealing import SealedField, sealed
 from cloudphone.store.db import Base, UTCDateTime, new_id
 
@@ -176,6 +177,8 @@ class Enrollment(Base):
     """A one-time onboarding code (the QR the app scans) that becomes a device credential."""
 
     __tablename__ = "enrollments"
+    # No personal column, yet the row is erased once used or expired (data map rule).
+    __table_args__ = ({"info": retained("enrollment")},)
 
     id: Mapped[str] = mapped_column(
         String(32), primary_key=True, default=new_id, info=not_personal()

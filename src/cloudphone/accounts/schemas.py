@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cloudphone.accounts.features import FeatureConfig, FeatureOverrides
 
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
+_EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 _AOR = re.compile(r"^sips?:[^@\s<>\"]+@[A-Za-z0-9.\-\[\]:]+$")
 
 
@@ -68,6 +69,9 @@ class AccountCreate(BaseModel):
         max_length=255, description="The SIP address of record, e.g. sip:alice@sip.example.com"
     )
     display_name: str = Field(default="", max_length=200)
+    notice_email: str | None = Field(
+        default=None, max_length=254, pattern=_EMAIL, description="Where notices are mailed."
+    )
     feature_overrides: FeatureOverrides = Field(default_factory=FeatureOverrides)
 
     @field_validator("address_of_record")
@@ -81,6 +85,7 @@ class AccountCreate(BaseModel):
 class AccountUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     display_name: str | None = Field(default=None, max_length=200)
+    notice_email: str | None = Field(default=None, max_length=254, pattern=_EMAIL)
     feature_overrides: FeatureOverrides | None = None
 
 
@@ -89,6 +94,7 @@ class AccountOut(BaseModel):
     tenant_id: str
     address_of_record: str
     display_name: str
+    notice_email: str | None = None
     feature_overrides: FeatureOverrides
     features: FeatureConfig
     created_at: datetime

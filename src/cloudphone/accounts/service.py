@@ -45,6 +45,7 @@ from cloudphone.accounts.schemas import (
 from cloudphone.core.clock import Clock
 from cloudphone.core.logging import get_logger
 from cloudphone.core.problems import Conflict, Forbidden, NotFound, Unauthorized
+from cloudphone.privacy.audit import record_audit
 from cloudphone.store.db import Database
 
 log = get_logger(__name__)
@@ -182,6 +183,7 @@ class AccountsService:
                     tenant_id=tenant.id,
                     address_of_record=body.address_of_record,
                     display_name=body.display_name,
+                    notice_email=body.notice_email,
                     feature_overrides=body.feature_overrides.set_fields(),
                     created_at=self._clock.now(),
                 )
@@ -200,11 +202,13 @@ class AccountsService:
             rows = await s.scalars(
                 select(Account).where(Account.tenant_id == tenant.id).order_by(Account.created_at)
             )
+            await self._audit_read(s, principal, tenant.id, "tenant_accounts", tenant.id)
             return [_account_out(a, tenant) for a in rows.all()]
 
     async def get_account(self, principal: Principal | None, account_id: str) -> AccountOut:
         async with self._db.transaction() as s:
             account = await _account(s, principal, account_id)
+            await self._audit_read(s, principal, account.tenant_id, "account", account.id)
             return _account_out(account, await _tenant_of(s, account))
 
     async def update_account(
@@ -215,6 +219,8 @@ class AccountsService:
             tenant = await _tenant_of(s, account)
             if body.display_name is not None:
                 account.display_name = body.display_name
+            if body.notice_email is not None:
+                account.notice_email = body.notice_email
             if body.feature_overrides is not None:
                 overrides = body.feature_overrides.set_fields()
                 effective_config(tenant.feature_defaults, overrides)
@@ -225,6 +231,28 @@ class AccountsService:
         async with self._db.transaction() as s:
             await s.delete(await _account(s, principal, account_id))
         log.info("account deleted", account_id=account_id)
+
+    async def _audit_read(
+        self,
+        s: AsyncSession,
+        principal: Principal | None,
+        tenant_id: str,
+        object_type: str,
+        object_id: str,
+    ) -> None:
+        """An operator (or the local CLI) reading personal data leaves an audit entry; the
+        account's own device reading itself does not."""
+        if principal is not None and not principal.is_operator:
+            return
+        await record_audit(
+            s,
+            action="personal_data.read",
+            actor="cli" if principal is None else "operator",
+            tenant_id=tenant_id,
+            object_type=object_type,
+            object_id=object_id,
+            at=self._clock.now(),
+        )
 
     async def features_of(self, account_id: str) -> FeatureConfig:
         """The effective configuration, for other domains' gate checks."""
@@ -449,6 +477,7 @@ def _account_out(a: Account, t: Tenant) -> AccountOut:
         tenant_id=a.tenant_id,
         address_of_record=a.address_of_record,
         display_name=a.display_name,
+        notice_email=a.notice_email,
         feature_overrides=FeatureOverrides.model_validate(overrides),
         features=effective_config(t.feature_defaults, overrides),
         created_at=a.created_at,

@@ -20,6 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cloudphone.privacy.config import PrivacyConfig
 from cloudphone.push.config import PushConfig
 
 
@@ -87,6 +88,10 @@ class Settings(BaseSettings):
         description="Per-app push services (APNs/FCM/Web Push) or development senders.",
     )
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    privacy: PrivacyConfig = Field(
+        default_factory=PrivacyConfig,
+        description="Retention, data-subject requests, notices (SMTP), erasure ledger.",
+    )
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:

@@ -29,7 +29,7 @@ class AuditEvent(Base):
     naming no one (e.g. "expired", "subject request", a court reference)."""
 
     __tablename__ = "audit_events"
-    __table_args__ = ({"info": retained("audit")},)
+    __table_args__ = ({"info": retained("audit", subject_column="object_id")},)
 
     id: Mapped[str] = mapped_column(
         String(32), primary_key=True, default=new_id, info=not_personal()
