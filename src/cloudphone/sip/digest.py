@@ -150,7 +150,6 @@ class DigestClient:
         self._cnonce = cnonce
         self._algorithms = {a.upper() for a in algorithms}
         self._nc: dict[str, int] = {}
-        self._answered: set[tuple[str, str]] = set()
 
     def _for_realm(self, realm: str) -> Credentials | None:
         for creds in self._credentials:
@@ -172,8 +171,8 @@ class DigestClient:
         """Add Authorization / Proxy-Authorization for each realm challenged in ``response``.
 
         Returns False when the challenge cannot be answered: no credentials for the realm, no
-        supported algorithm, or the same nonce was already rejected (wrong password — unless
-        the server says ``stale``, §22.1, in which case we retry once with the new nonce).
+        supported algorithm, or the request already carried credentials for this very nonce
+        (wrong password — unless the server says ``stale``, §22.1).
         """
         chosen: dict[tuple[str, bool], Challenge] = {}
         for challenge in self.challenges(response):
@@ -185,16 +184,21 @@ class DigestClient:
             chosen[key] = challenge  # first supported one wins: server lists preferred first
         if not chosen:
             return False
+        # nonces our previous attempt (the request's current credentials) already used
+        used: set[str] = set()
         for header in ("authorization", "proxy-authorization"):
+            for value in request.headers.get_all(header):
+                try:
+                    used.add(parse_auth_header(value)[1].get("nonce", ""))
+                except SIPSyntaxError:
+                    continue
             request.headers.remove(header)
         for challenge in chosen.values():
             creds = self._for_realm(challenge.realm)
             if creds is None:
                 return False
-            seen = (challenge.realm, challenge.nonce)
-            if seen in self._answered and not challenge.stale:
-                return False
-            self._answered.add(seen)
+            if challenge.nonce in used and not challenge.stale:
+                return False  # the same nonce refused twice: wrong credentials
             name = "Proxy-Authorization" if challenge.proxy else "Authorization"
             request.headers.add(name, self._credentials_header(request, challenge, creds))
         return True

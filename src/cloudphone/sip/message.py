@@ -511,11 +511,16 @@ def make_response(
     body: bytes = b"",
 ) -> Response:
     """A response to ``request`` per §8.2.6.2: Via, From, To, Call-ID and CSeq copied; a To
-    tag added when given and the request had none (not for 100 Trying, §8.2.6.2)."""
+    tag added when given and the request had none (not for 100 Trying, §8.2.6.2);
+    Record-Route copied into 101-299 responses, which may establish a dialog (§12.1.1)."""
     out: list[tuple[str, str]] = []
-    for name, _, value in request.headers._items:
+    dialog_forming = 100 < status_code < 300
+    for name, _, raw in request.headers._items:
         key = _canonical(name)
-        if key in _COPIED:
+        value = raw.strip(" \t")
+        if key == "record-route" and dialog_forming:
+            out.append((name, value))  # §12.1.1: in order, unchanged
+        elif key in _COPIED:
             if key == "to" and to_tag and status_code > 100 and request.to.tag is None:
                 value = f"{value};tag={to_tag}"
             out.append((name, value))
