@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from cloudphone.push import ApnsConfig, ApnsTokenAuth, Caller, IncomingCall, TokenDead
+from prometheus_client import CollectorRegistry
+
+from cloudphone.push import (
+    ApnsConfig,
+    ApnsTokenAuth,
+    AppPushConfig,
+    Caller,
+    IncomingCall,
+    Notification,
+    Outcome,
+    PushConfig,
+    PushDispatcher,
+    TokenDead,
+)
 from cloudphone.push.service import Platform, PushToken
 from cloudphone.testing.apns import ApnsTestKey, LocalApns
 from cloudphone.testing.tls import TestCertificates
@@ -46,3 +61,25 @@ def incoming_call(ring_seconds: int = 30) -> IncomingCall:
         sent_at=now,
         ring_until=now + dt.timedelta(seconds=ring_seconds),
     )
+
+
+@asynccontextmanager
+async def dispatcher_for(
+    app: AppPushConfig, registry: CollectorRegistry | None = None
+) -> AsyncIterator[PushDispatcher]:
+    """A dispatcher serving only ``app`` (as APP), closed afterwards."""
+    dispatcher = PushDispatcher(
+        PushConfig(apps={APP: app}), registry=registry or CollectorRegistry()
+    )
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.aclose()
+
+
+async def send_once(
+    app: AppPushConfig, platform: Platform, token: PushToken, notification: Notification
+) -> Outcome:
+    """One push through a fresh dispatcher serving only ``app``."""
+    async with dispatcher_for(app) as dispatcher:
+        return await dispatcher.send(APP, platform, token, notification)

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 import structlog.testing
 from prometheus_client import CollectorRegistry
-from push_helpers import APP, BUNDLE, DEVICE, RecordingHook, apns_config, incoming_call
+from push_helpers import (
+    APP,
+    BUNDLE,
+    DEVICE,
+    RecordingHook,
+    apns_config,
+    dispatcher_for,
+    incoming_call,
+    send_once,
+)
 
 from cloudphone.core.clock import FakeClock
 from cloudphone.push import (
@@ -25,7 +34,6 @@ from cloudphone.push import (
     IncomingCall,
     InstanceExpiring,
     Message,
-    PushConfig,
     PushDispatcher,
     PushToken,
     RegistrationWakeUp,
@@ -196,14 +204,9 @@ async def test_topic_not_allowed_for_the_team_is_dead(
     config = apns_config(local_apns, apns_key, certs).model_copy(
         update={"bundle_id": "org.example.not-ours"}
     )
-    dispatcher = PushDispatcher(
-        PushConfig(apps={APP: AppPushConfig(sender="services", apns=config)}),
-        registry=CollectorRegistry(),
+    outcome = await send_once(
+        AppPushConfig(sender="services", apns=config), "apns", PushToken(DEVICE), call
     )
-    try:
-        outcome = await dispatcher.send(APP, "apns", PushToken(DEVICE), call)
-    finally:
-        await dispatcher.aclose()
 
     assert isinstance(outcome, TokenDead) and outcome.reason == "TopicDisallowed"
 
@@ -271,14 +274,9 @@ async def test_certificate_auth(
         auth=ApnsCertificateAuth(cert_path=cert, key_path=key),
         ca_file=certs.ca_file,
     )
-    dispatcher = PushDispatcher(
-        PushConfig(apps={APP: AppPushConfig(sender="services", apns=config)}),
-        registry=CollectorRegistry(),
+    outcome = await send_once(
+        AppPushConfig(sender="services", apns=config), "apns", PushToken(DEVICE), call
     )
-    try:
-        outcome = await dispatcher.send(APP, "apns", PushToken(DEVICE), call)
-    finally:
-        await dispatcher.aclose()
 
     assert isinstance(outcome, Delivered)
     assert local_apns.received[0].auth == f"certificate:{BUNDLE}"
@@ -376,15 +374,10 @@ async def test_concurrency_cap_fails_fast_instead_of_queueing(
 ) -> None:
     config = apns_config(local_apns, apns_key, certs).model_copy(update={"max_concurrency": 2})
     registry = CollectorRegistry()
-    dispatcher = PushDispatcher(
-        PushConfig(apps={APP: AppPushConfig(sender="services", apns=config)}), registry=registry
-    )
-    try:
+    async with dispatcher_for(AppPushConfig(sender="services", apns=config), registry) as d:
         outcomes = await asyncio.gather(
-            *(dispatcher.send(APP, "apns", PushToken(DEVICE), call) for _ in range(5))
+            *(d.send(APP, "apns", PushToken(DEVICE), call) for _ in range(5))
         )
-    finally:
-        await dispatcher.aclose()
 
     assert sum(isinstance(o, Delivered) for o in outcomes) == 2
     assert [o for o in outcomes if isinstance(o, Retry)] == [
@@ -398,15 +391,10 @@ async def test_metrics_count_outcomes_and_latency(
 ) -> None:
     registry = CollectorRegistry()
     config = apns_config(local_apns, apns_key, certs)
-    dispatcher = PushDispatcher(
-        PushConfig(apps={APP: AppPushConfig(sender="services", apns=config)}), registry=registry
-    )
     local_apns.unregister("b" * 64)
-    try:
-        await dispatcher.send(APP, "apns", PushToken(DEVICE), call)
-        await dispatcher.send(APP, "apns", PushToken("b" * 64), call)
-    finally:
-        await dispatcher.aclose()
+    async with dispatcher_for(AppPushConfig(sender="services", apns=config), registry) as d:
+        await d.send(APP, "apns", PushToken(DEVICE), call)
+        await d.send(APP, "apns", PushToken("b" * 64), call)
 
     sent = "cloudphone_push_sent_total"
     labels = {"service": "apns", "kind": "incoming_call"}
@@ -427,14 +415,11 @@ async def test_timeout_is_a_retry(
     fake = LocalApns(certs)
     fake.port = port
     config = apns_config(fake, apns_key, certs).model_copy(update={"request_timeout_s": 0.3})
-    dispatcher = PushDispatcher(
-        PushConfig(apps={APP: AppPushConfig(sender="services", apns=config)}),
-        registry=CollectorRegistry(),
-    )
     try:
-        outcome = await dispatcher.send(APP, "apns", PushToken(DEVICE), call)
+        outcome = await send_once(
+            AppPushConfig(sender="services", apns=config), "apns", PushToken(DEVICE), call
+        )
     finally:
-        await dispatcher.aclose()
         server.close()
     assert outcome == Retry(0.0, "timeout")
 
@@ -445,14 +430,9 @@ async def test_refused_connection_is_a_retry(
     fake = LocalApns(certs)
     fake.port = 9  # discard port: nothing listens on 127.0.0.1:9 here
     config = apns_config(fake, apns_key, certs)
-    dispatcher = PushDispatcher(
-        PushConfig(apps={APP: AppPushConfig(sender="services", apns=config)}),
-        registry=CollectorRegistry(),
+    outcome = await send_once(
+        AppPushConfig(sender="services", apns=config), "apns", PushToken(DEVICE), call
     )
-    try:
-        outcome = await dispatcher.send(APP, "apns", PushToken(DEVICE), call)
-    finally:
-        await dispatcher.aclose()
     assert isinstance(outcome, Retry) and outcome.reason.startswith("connection failed")
 
 

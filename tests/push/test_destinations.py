@@ -8,8 +8,7 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
-from push_helpers import APP, FCM_PROJECT
+from push_helpers import APP, FCM_PROJECT, send_once
 
 from cloudphone.push import (
     AllowedDestinations,
@@ -25,6 +24,7 @@ from cloudphone.push import (
     allowed_destinations,
 )
 from cloudphone.push.destinations import guarded_client
+from cloudphone.push.service import Platform
 from cloudphone.testing.fcm import LocalFcm, ServiceAccount
 from cloudphone.testing.tls import TestCertificates
 from cloudphone.testing.webpush import LocalWebPush, make_vapid_key
@@ -77,11 +77,7 @@ async def test_fcm_token_uri_comes_from_configuration_not_the_key_file(
         }
     )
     assert not allowed_destinations(config.apps[APP]).allows("https://oauth2.googleapis.com/token")
-    dispatcher = PushDispatcher(config, registry=CollectorRegistry())
-    try:
-        outcome = await dispatcher.send(APP, "fcm", PushToken("t" * 40), call)
-    finally:
-        await dispatcher.aclose()
+    outcome = await send_once(config.apps[APP], "fcm", PushToken("t" * 40), call)
     assert outcome.__class__.__name__ == "Delivered"
 
 
@@ -173,9 +169,7 @@ async def test_unreadable_credentials_are_a_rejection_not_a_crash(
             )
         }
     )
-    dispatcher = PushDispatcher(config, registry=CollectorRegistry())
-    outcome = await dispatcher.send(APP, "fcm", PushToken("t" * 40), call)
-    await dispatcher.aclose()
+    outcome = await send_once(config.apps[APP], "fcm", PushToken("t" * 40), call)
     assert isinstance(outcome, Rejected) and "misconfigured" in outcome.reason
 
 
@@ -202,7 +196,7 @@ def test_only_configured_https_origins_are_ever_allowed(
 
 @pytest.mark.parametrize("platform", ["apns", "fcm"])
 async def test_untrusted_service_certificate_is_rejected_not_retried(
-    push_config: PushConfig, call: IncomingCall, platform: str
+    push_config: PushConfig, call: IncomingCall, platform: Platform
 ) -> None:
     # Without the test CA the local services look like impostors of APNs/FCM.
     app = push_config.apps[APP]
@@ -212,9 +206,5 @@ async def test_untrusted_service_certificate_is_rejected_not_retried(
             "fcm": app.fcm.model_copy(update={"ca_file": None}) if app.fcm else None,
         }
     )
-    dispatcher = PushDispatcher(PushConfig(apps={APP: untrusted}), registry=CollectorRegistry())
-    try:
-        outcome = await dispatcher.send(APP, platform, PushToken("d" * 64), call)  # type: ignore[arg-type]
-    finally:
-        await dispatcher.aclose()
+    outcome = await send_once(untrusted, platform, PushToken("d" * 64), call)
     assert outcome == Rejected("TLS certificate verification failed")

@@ -10,14 +10,11 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-from prometheus_client import CollectorRegistry
-from push_helpers import APP, BUNDLE, DEVICE, apns_config
+from push_helpers import BUNDLE, DEVICE, apns_config, send_once
 
 from cloudphone.push import (
     AppPushConfig,
     IncomingCall,
-    PushConfig,
-    PushDispatcher,
     PushToken,
     Rejected,
 )
@@ -106,14 +103,9 @@ async def test_provider_key_apns_does_not_know_is_rejected(
 ) -> None:
     stranger = make_apns_key(tmp_path, key_id="OTHERKEY01")
     config = apns_config(local_apns, stranger, certs)
-    dispatcher = PushDispatcher(
-        PushConfig(apps={APP: AppPushConfig(sender="services", apns=config)}),
-        registry=CollectorRegistry(),
+    outcome = await send_once(
+        AppPushConfig(sender="services", apns=config), "apns", PushToken(DEVICE), call
     )
-    try:
-        outcome = await dispatcher.send(APP, "apns", PushToken(DEVICE), call)
-    finally:
-        await dispatcher.aclose()
     assert outcome == Rejected("InvalidProviderToken")
 
 
