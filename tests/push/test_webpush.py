@@ -133,15 +133,22 @@ async def test_oversized_payload_is_rejected_before_sending(
     assert local_webpush.received == [] and local_webpush.refused == []
 
 
-@pytest.mark.parametrize("status", [400, 401, 403])
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(400, "HTTP 400"), (401, "HTTP 401"), (403, "HTTP 403"), (413, "PayloadTooLarge")],
+)
 async def test_client_errors_are_rejected(
-    dispatcher: PushDispatcher, local_webpush: LocalWebPush, call: IncomingCall, status: int
+    dispatcher: PushDispatcher,
+    local_webpush: LocalWebPush,
+    call: IncomingCall,
+    status: int,
+    reason: str,
 ) -> None:
     local_webpush.fail_next(status)
 
     outcome = await dispatcher.send(APP, "webpush", token(local_webpush.subscribe()), call)
 
-    assert outcome == Rejected(f"HTTP {status}")
+    assert outcome == Rejected(reason)
 
 
 async def test_receiver_catches_wrong_encryption(
