@@ -424,6 +424,30 @@ async def test_timeout_is_a_retry(
     assert outcome == Retry(0.0, "timeout")
 
 
+async def test_timed_out_connection_is_replaced_for_the_next_push(
+    apns_key: ApnsTestKey, certs: TestCertificates, call: IncomingCall
+) -> None:
+    accepted = 0
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.read(-1)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0, ssl=certs.server_context())
+    fake = LocalApns(certs)
+    fake.port = server.sockets[0].getsockname()[1]
+    service, connection = _service(fake, apns_key, certs, request_timeout_s=0.2)
+    try:
+        for _ in range(2):
+            with pytest.raises(TimeoutError):
+                await service.send(PushToken(DEVICE), call)
+    finally:
+        await connection.aclose()
+        server.close()
+    assert connection.connects == 2 and accepted == 2
+
+
 async def test_refused_connection_is_a_retry(
     apns_key: ApnsTestKey, certs: TestCertificates, call: IncomingCall
 ) -> None:

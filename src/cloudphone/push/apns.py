@@ -437,10 +437,15 @@ class ApnsConnection:
                     raise
         raise AssertionError("unreachable")
 
-    async def aclose(self) -> None:
+    def reset(self) -> None:
+        """Abandon the current connection; the next request opens a new one."""
         if self._current is not None:
+            log.info("apns connection reset", host=self._host, port=self._port)
             self._current.close()
             self._current = None
+
+    async def aclose(self) -> None:
+        self.reset()
 
 
 def ssl_context_for(config: ApnsConfig) -> ssl.SSLContext:
@@ -552,9 +557,15 @@ class ApnsService:
     ) -> _Answer:
         if auth is not None:
             headers = [*headers, (b"authorization", auth)]
-        # asyncio.timeout rather than wait_for: no extra task per push.
-        async with asyncio.timeout(self._config.request_timeout_s):
-            return await self._connection.request(headers, body)
+        try:
+            # asyncio.timeout rather than wait_for: no extra task per push.
+            async with asyncio.timeout(self._config.request_timeout_s):
+                return await self._connection.request(headers, body)
+        except TimeoutError:
+            # No answer in time usually means a silently dead connection (NAT expiry,
+            # half-open TCP): the next push must not wait on it too.
+            self._connection.reset()
+            raise
 
     def _outcome(self, answer: _Answer, latency: float, notification: Notification) -> Outcome:
         if answer.status == 200:
