@@ -125,6 +125,8 @@ class Endpoint:
         self.user_agent = user_agent
         self.max_message_size = max_message_size
         self.on_request: Callable[[IncomingRequest], None] | None = None
+        # set by a proxy: a CANCEL matched a pending INVITE; the 487 will come from downstream
+        self.on_cancel: Callable[[ServerInviteTransaction], None] | None = None
         self._scheduler: Scheduler | None = None
         self._timer: TimerEntry | None = None
         self._udp: list[UDPListener] = []
@@ -351,7 +353,11 @@ class Endpoint:
             self._send_response(tx, make_response(cancel, 481))
             return
         self._send_response(tx, make_response(cancel, 200, to_tag=new_tag()))
-        if invite.state is State.PROCEEDING:
+        if invite.state is not State.PROCEEDING:
+            return
+        if self.on_cancel is not None:
+            self.on_cancel(invite)
+        else:
             self._send_response(invite, make_response(invite.request, 487, to_tag=new_tag()))
 
     def _deliver(self, incoming: IncomingRequest) -> None:

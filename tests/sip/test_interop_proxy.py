@@ -1,0 +1,63 @@
+"""The stateful proxy built from the §16 blocks, in the middle of a SIPp call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cloudphone.sip import Request, SipURI, parse_uri
+from cloudphone.sip.uri import URI
+from cloudphone.sipnet import Endpoint, IncomingRequest
+from cloudphone.sipnet.proxy import StatefulProxy
+from cloudphone.testing.kamailio import free_port
+from cloudphone.testing.sipp import Sipp
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+async def test_sipp_call_through_the_proxy(sipp: Sipp, transport: str) -> None:
+    uas_port = free_port()
+    callee = sipp.start("uas_call_fast.xml", local_port=uas_port, transport=transport)
+    sipp.wait_listening(uas_port, transport)
+    endpoint = Endpoint()
+    host, port = await endpoint.listen(transport)
+    suffix = "" if transport == "UDP" else f";transport={transport.lower()}"
+    forwarded: list[str] = []
+
+    def locate(request: Request) -> URI | None:
+        forwarded.append(request.method)
+        uri = request.uri
+        if isinstance(uri, SipURI) and uri.user == "bob":
+            return parse_uri(f"sip:bob@127.0.0.1:{uas_port}{suffix}")
+        return None
+
+    StatefulProxy(endpoint, transport, locate)
+    through: list[str] = []
+    proxy_handler = endpoint.on_request
+    assert proxy_handler is not None
+
+    def spy(incoming: IncomingRequest) -> None:
+        through.append(incoming.request.method)
+        proxy_handler(incoming)
+
+    endpoint.on_request = spy
+    try:
+        caller = sipp.start(
+            "uac_call.xml",
+            remote=(host, port),
+            local_port=free_port(),
+            transport=transport,
+            service="bob",
+            injection=["alice;[authentication username=alice password=alice-secret];sip.test"],
+            extra=["-d", "100"],
+        )
+        caller_code = await asyncio.to_thread(caller.wait, 30)
+        callee_code = await asyncio.to_thread(callee.wait, 10)
+    finally:
+        await endpoint.close()
+    assert caller_code == 0, caller.diagnostics()
+    assert callee_code == 0, callee.diagnostics()
+    assert forwarded[0] == "INVITE"  # located; ACK and BYE came back via the Record-Route
+    assert through == ["INVITE", "ACK", "BYE"]
