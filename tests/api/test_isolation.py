@@ -18,6 +18,24 @@ from sqlalchemy import select
 
 from cloudphone.accounts.models import Account, Device, Enrollment, OperatorToken, Tenant
 from cloudphone.gateway.models import PushInstance
+from cloudphone.privacy.models import (
+    Disclosure,
+    LegalHold,
+    Notice,
+    PolicyVersion,
+    PostMortemDirective,
+    SubjectExport,
+    SubjectRequest,
+)
+from cloudphone.privacy.requests import PostMortemAction, RequestKind
+from cloudphone.privacy.schemas import (
+    DirectiveIn,
+    DisclosureCreate,
+    HoldCreate,
+    PolicyCreate,
+    RequestCreate,
+    RequestProcess,
+)
 from cloudphone.runtime import Runtime
 from tests.accounts.helpers import World, global_operator, make_world
 from tests.gateway.conftest import RecordingUpstream
@@ -53,6 +71,8 @@ def _probe_value(name: str, schema: dict[str, Any], spec: dict[str, Any], b_doma
         return True
     if kind == "integer":
         return max(schema.get("minimum", 3), 3)
+    if schema.get("format") == "date-time":
+        return "2030-01-01T00:00:00Z"
     if name == "address_of_record":
         return f"sip:probe@{b_domain}"
     if name == "code":
@@ -63,7 +83,21 @@ def _probe_value(name: str, schema: dict[str, Any], spec: dict[str, Any], b_doma
 async def _b_state(runtime: Runtime, b: World) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     async with runtime.db.transaction() as s:
-        for model in (Tenant, Account, Device, OperatorToken, Enrollment, PushInstance):
+        for model in (
+            Tenant,
+            Account,
+            Device,
+            OperatorToken,
+            Enrollment,
+            PushInstance,
+            SubjectRequest,
+            SubjectExport,
+            LegalHold,
+            PostMortemDirective,
+            PolicyVersion,
+            Notice,
+            Disclosure,
+        ):
             column = model.id if model is Tenant else model.tenant_id  # type: ignore[attr-defined]
             for row in (await s.scalars(select(model).where(column == b.tenant_id))).all():
                 rows.append(
@@ -72,6 +106,36 @@ async def _b_state(runtime: Runtime, b: World) -> list[tuple[Any, ...]]:
                     )
                 )
     return sorted(rows)
+
+
+async def _b_privacy_objects(runtime: Runtime, b: World) -> dict[str, str]:
+    """One of each privacy object of tenant B, made as the local CLI would."""
+    p = runtime.privacy
+    filed = await p.file_request(None, b.account_id, RequestCreate(kind=RequestKind.ACCESS))
+    await p.verify_request(None, filed.id)
+    done = await p.process_request(None, filed.id, RequestProcess())
+    request = await p.file_request(None, b.account_id, RequestCreate(kind=RequestKind.CONFIRM))
+    await p.set_directive(None, b.account_id, DirectiveIn(action=PostMortemAction.KEEP))
+    hold = await p.place_hold(None, b.account_id, HoldCreate(reason="order-b"))
+    effective = runtime.clock.now().replace(year=runtime.clock.now().year + 1)
+    version = await p.create_policy(
+        None, b.tenant_id, PolicyCreate(version="v2", summary="s", effective_at=effective)
+    )
+    await p.publish_policy(None, version.id)
+    (notice,) = await p.notices_for(None, version.id)
+    disclosure = await p.record_disclosure(
+        None,
+        b.tenant_id,
+        DisclosureCreate(authority="a", legal_basis="l", scope="s", account_ids=[b.account_id]),
+    )
+    return {
+        "request_id": request.id,
+        "export_id": str(done.result["export_id"]),
+        "hold_id": hold.id,
+        "version_id": version.id,
+        "notice_id": notice.id,
+        "disclosure_id": disclosure.id,
+    }
 
 
 async def test_no_route_lets_tenant_a_read_or_change_tenant_b(
@@ -86,11 +150,14 @@ async def test_no_route_lets_tenant_a_read_or_change_tenant_b(
     assert r.status_code == 201, r.text
     b_instance = r.json()["instance"]["id"]
     b_secrets = [b.tenant_id, b.account_id, b.device_id, b_instance, "bruno", "tenant-b"]
+    privacy = await _b_privacy_objects(runtime, b)
+    b_secrets += list(privacy.values())
     path_ids = {
         "tenant_id": b.tenant_id,
         "account_id": b.account_id,
         "device_id": b.device_id,
         "instance_id": b_instance,
+        **privacy,
     }
 
     spec = (await api.get("/openapi.json")).json()

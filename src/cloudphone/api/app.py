@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from cloudphone import __version__
 from cloudphone.api import problems
 from cloudphone.api.deps import require_https
-from cloudphone.api.routes import accounts, gateway, health, provisioning
+from cloudphone.api.routes import accounts, gateway, health, privacy, provisioning
 from cloudphone.runtime import Runtime
 
 
@@ -33,6 +33,7 @@ def create_app(rt: Runtime, *, own_runtime: bool = False) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if own_runtime:
             await rt.gateway.start()
+            await rt.privacy.start()  # retention purge, notices
         yield
         if own_runtime:
             await rt.close()
@@ -49,7 +50,7 @@ def create_app(rt: Runtime, *, own_runtime: bool = False) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     # Everything under /v1 may carry account details: HTTPS only (P3).
-    for router in (accounts.router, provisioning.router, gateway.router):
+    for router in (accounts.router, provisioning.router, gateway.router, privacy.router):
         app.include_router(router, dependencies=[Depends(require_https)])
 
     original_openapi = app.openapi

@@ -19,6 +19,17 @@ from cloudphone.core.datamap import build_datamap, render_json, render_markdown
 from cloudphone.core.logging import configure_logging
 from cloudphone.core.problems import Problem
 from cloudphone.core.settings import Settings
+from cloudphone.privacy.requests import PostMortemAction, RequestKind
+from cloudphone.privacy.schemas import (
+    DirectiveIn,
+    DisclosureCreate,
+    HoldCreate,
+    PolicyCreate,
+    RectifyChanges,
+    RequestCreate,
+    RequestProcess,
+    RequestRefuse,
+)
 from cloudphone.runtime import Runtime
 from cloudphone.schema import metadata
 from cloudphone.store.migrate import upgrade
@@ -277,3 +288,239 @@ def privacy_datamap(
         typer.echo(json.dumps(render_json(entries), indent=2))
     else:
         raise CLIError(f"unknown format {fmt!r}; use md or json")
+
+
+# -- privacy operations (P15, P17-P20) --------------------------------------------------------
+
+request_app = typer.Typer(no_args_is_help=True, help="Data-subject requests.")
+hold_app = typer.Typer(no_args_is_help=True, help="Legal holds.")
+policy_app = typer.Typer(no_args_is_help=True, help="Privacy policy versions and notices.")
+disclosure_app = typer.Typer(no_args_is_help=True, help="The disclosure log.")
+for _sub, _name in (
+    (request_app, "request"),
+    (hold_app, "hold"),
+    (policy_app, "policy"),
+    (disclosure_app, "disclosure"),
+):
+    privacy_app.add_typer(_sub, name=_name)
+
+
+@privacy_app.command("retention")
+@_one_line_errors
+def privacy_retention(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be purged; change nothing.")
+    ] = False,
+) -> None:
+    """Enforce every retention rule now (the service also runs this periodically)."""
+    _print(_with_runtime(lambda rt: rt.privacy.retention(dry_run=dry_run)))
+
+
+@privacy_app.command("rules")
+@_one_line_errors
+def privacy_rules() -> None:
+    """The retention rules and how each is enforced (with the operator's overrides)."""
+
+    async def work(rt: Runtime) -> dict[str, str]:
+        return {rule: e.describe() for rule, e in rt.privacy.rules.items()}
+
+    _print(_with_runtime(work))
+
+
+@privacy_app.command("replay-erasures")
+@_one_line_errors
+def privacy_replay_erasures() -> None:
+    """After restoring a backup: erase again every subject the erasure ledger lists."""
+
+    async def work(rt: Runtime) -> dict[str, Any]:
+        return {"erased_again": await rt.privacy.replay_erasures()}
+
+    _print(_with_runtime(work))
+
+
+@privacy_app.command("erase")
+@_one_line_errors
+def privacy_erase(
+    account: Annotated[str, typer.Option(help="Account id.")],
+    reason: Annotated[str, typer.Option(help="Why (a reference naming no one).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: erasure is irreversible.")] = False,
+) -> None:
+    """Erase a subject everywhere and shred its key. Irreversible."""
+    if not yes:
+        raise CLIError("erasure is irreversible: pass --yes to confirm")
+
+    async def work(rt: Runtime) -> dict[str, Any]:
+        return {"tables": await rt.privacy.erase(None, account, reason=reason)}
+
+    _print(_with_runtime(work))
+
+
+@privacy_app.command("death")
+@_one_line_errors
+def privacy_death(account: Annotated[str, typer.Option(help="Account id.")]) -> None:
+    """Record the account holder's death; their post-mortem directive is carried out."""
+    _print(_with_runtime(lambda rt: rt.privacy.record_death(None, account)))
+
+
+@privacy_app.command("audit")
+@_one_line_errors
+def privacy_audit(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+) -> None:
+    """The audit trail, newest first (ids and times only)."""
+    _print(_with_runtime(lambda rt: rt.privacy.audit(None, tenant)))
+
+
+@privacy_app.command("housekeeping")
+@_one_line_errors
+def privacy_housekeeping() -> None:
+    """One run of the periodic job: retention purge, expired exports, pending notices."""
+    _print(_with_runtime(lambda rt: rt.privacy.housekeeping()))
+
+
+@request_app.command("file")
+@_one_line_errors
+def request_file(
+    account: Annotated[str, typer.Option(help="Account id.")],
+    kind: Annotated[RequestKind, typer.Option()],
+) -> None:
+    """File a request on the user's behalf (it starts unverified)."""
+    body = RequestCreate(kind=kind)
+    _print(_with_runtime(lambda rt: rt.privacy.file_request(None, account, body)))
+
+
+@request_app.command("list")
+@_one_line_errors
+def request_list(
+    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+    open_only: Annotated[bool, typer.Option("--open", help="Only open requests.")] = False,
+) -> None:
+    """A tenant's requests, due first, with overdue flags."""
+    _print(_with_runtime(lambda rt: rt.privacy.list_requests(None, tenant, open_only=open_only)))
+
+
+@request_app.command("overdue")
+@_one_line_errors
+def request_overdue() -> None:
+    """Open requests from day 20 on (they are due by day 30)."""
+    _print(_with_runtime(lambda rt: rt.privacy.overdue_soon(None)))
+
+
+@request_app.command("verify")
+@_one_line_errors
+def request_verify(request_id: str) -> None:
+    """Record that the requester's identity was verified."""
+    _print(_with_runtime(lambda rt: rt.privacy.verify_request(None, request_id)))
+
+
+@request_app.command("process")
+@_one_line_errors
+def request_process(
+    request_id: str,
+    display_name: Annotated[str | None, typer.Option(help="Rectify: the correct name.")] = None,
+    notice_email: Annotated[str | None, typer.Option(help="Rectify: the notice e-mail.")] = None,
+    directive: Annotated[
+        PostMortemAction | None, typer.Option(help="Post-mortem: erase, export or keep.")
+    ] = None,
+    designated_contact: Annotated[
+        str | None, typer.Option(help="Post-mortem export: the designated person's e-mail.")
+    ] = None,
+) -> None:
+    """Carry out a verified request."""
+    changes = None
+    if display_name is not None or notice_email is not None:
+        fields = {"display_name": display_name, "notice_email": notice_email}
+        changes = RectifyChanges(**{k: v for k, v in fields.items() if v is not None})
+    body = RequestProcess(
+        changes=changes,
+        directive=DirectiveIn(action=directive, designated_contact=designated_contact)
+        if directive
+        else None,
+    )
+    _print(_with_runtime(lambda rt: rt.privacy.process_request(None, request_id, body)))
+
+
+@request_app.command("refuse")
+@_one_line_errors
+def request_refuse(
+    request_id: str, reason: Annotated[str, typer.Option(help="Why (naming no one).")]
+) -> None:
+    """Refuse a request, with the reason."""
+    body = RequestRefuse(reason=reason)
+    _print(_with_runtime(lambda rt: rt.privacy.refuse_request(None, request_id, body)))
+
+
+@hold_app.command("place")
+@_one_line_errors
+def hold_place(
+    account: Annotated[str, typer.Option(help="Account id.")],
+    reason: Annotated[str, typer.Option(help="The order's reference.")],
+) -> None:
+    """Place a legal hold: no purge and no erasure of the subject until released."""
+    body = HoldCreate(reason=reason)
+    _print(_with_runtime(lambda rt: rt.privacy.place_hold(None, account, body)))
+
+
+@hold_app.command("release")
+@_one_line_errors
+def hold_release(hold_id: str) -> None:
+    """Release a legal hold."""
+    _print(_with_runtime(lambda rt: rt.privacy.release_hold(None, hold_id)))
+
+
+@hold_app.command("list")
+@_one_line_errors
+def hold_list(tenant: Annotated[str, typer.Option(help="Tenant id.")]) -> None:
+    """A tenant's legal holds."""
+    _print(_with_runtime(lambda rt: rt.privacy.list_holds(None, tenant)))
+
+
+@policy_app.command("create")
+@_one_line_errors
+def policy_create(
+    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+    version: Annotated[str, typer.Option(help="Version label, e.g. 2027-01.")],
+    summary: Annotated[str, typer.Option(help="What changes, for the notice.")],
+    effective: Annotated[str, typer.Option(help="Effective date-time, ISO 8601 (UTC).")],
+    changes_data_use: Annotated[bool, typer.Option("--changes-data-use/--editorial")] = True,
+) -> None:
+    """Record a policy version with its effective date."""
+    body = PolicyCreate.model_validate(
+        {
+            "version": version,
+            "summary": summary,
+            "effective_at": effective,
+            "changes_data_use": changes_data_use,
+        }
+    )
+    _print(_with_runtime(lambda rt: rt.privacy.create_policy(None, tenant, body)))
+
+
+@policy_app.command("publish")
+@_one_line_errors
+def policy_publish(version_id: str) -> None:
+    """Send the notices (in-app and e-mail) for a version, before it takes effect."""
+    _print(_with_runtime(lambda rt: rt.privacy.publish_policy(None, version_id)))
+
+
+@disclosure_app.command("record")
+@_one_line_errors
+def disclosure_record(
+    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+    authority: Annotated[str, typer.Option()],
+    legal_basis: Annotated[str, typer.Option()],
+    scope: Annotated[str, typer.Option()],
+    account: Annotated[list[str] | None, typer.Option(help="An affected account (repeat).")] = None,
+) -> None:
+    """Record a disclosure to an authority."""
+    body = DisclosureCreate(
+        authority=authority, legal_basis=legal_basis, scope=scope, account_ids=account or []
+    )
+    _print(_with_runtime(lambda rt: rt.privacy.record_disclosure(None, tenant, body)))
+
+
+@disclosure_app.command("notify")
+@_one_line_errors
+def disclosure_notify(disclosure_id: str) -> None:
+    """Notify the affected users (all of the tenant's if the disclosure names none)."""
+    _print(_with_runtime(lambda rt: rt.privacy.notify_disclosure(None, disclosure_id)))

@@ -23,12 +23,14 @@ class PrivacyConfig(BaseModel):
     overdue_soon_days: int = Field(default=20, ge=1)
     export_link_hours: float = Field(default=72.0, gt=0)
     notice_min_lead_days: float = Field(
-        default=0.0, ge=0, description="How long before its effective date a policy change "
-        "must at least be announced (P18)."
+        default=0.0,
+        ge=0,
+        description="How long before its effective date a policy change "
+        "must at least be announced (P18).",
     )
     erasure_ledger_file: Path | None = Field(
-        default=None, description="Default <data_dir>/erasure-ledger.jsonl; keep it outside "
-        "database backups."
+        default=None,
+        description="Default <data_dir>/erasure-ledger.jsonl; keep it outside database backups.",
     )
     blind_index_key_file: Path | None = Field(
         default=None, description="Default <data_dir>/blind-index.key; outside backups."

@@ -87,7 +87,9 @@ def governed_tables(metadata: MetaData) -> list[tuple[Table, str]]:
 
 def coverage_problems(metadata: MetaData, rules: dict[str, Enforcement]) -> list[str]:
     """Everything that would leave data kept longer than its rule says."""
-    problems = [f"retention rule {r!r} has no enforcement" for r in RETENTION_RULES if r not in rules]
+    problems = [
+        f"retention rule {r!r} has no enforcement" for r in RETENTION_RULES if r not in rules
+    ]
     for table, rule in governed_tables(metadata):
         e = rules.get(rule)
         if e is None:

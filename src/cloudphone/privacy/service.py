@@ -363,7 +363,9 @@ class PrivacyService:
                 link = subject_link(table, self.metadata)
                 if link is None:
                     continue
-                if await s.scalar(select(func.count()).select_from(table).where(link == account_id)):
+                if await s.scalar(
+                    select(func.count()).select_from(table).where(link == account_id)
+                ):
                     categories.update(decl.category for _, decl in personal_columns(table))
         return {"processing": bool(categories), "categories": sorted(categories)}
 
@@ -692,9 +694,13 @@ class PrivacyService:
                     s.add(self._notice(account, topic, ref_id, "in_app", title, body, now))
                     in_app += 1
                 email_notice = existing.get((account.id, "email"))
-                if account.notice_email and (email_notice is None or email_notice.delivered_at is None):
+                if account.notice_email and (
+                    email_notice is None or email_notice.delivered_at is None
+                ):
                     if email_notice is None:
-                        email_notice = self._notice(account, topic, ref_id, "email", title, body, now)
+                        email_notice = self._notice(
+                            account, topic, ref_id, "email", title, body, now
+                        )
                         s.add(email_notice)
                     mail.append((email_notice, account.notice_email))
         for notice, address in mail:
@@ -707,15 +713,26 @@ class PrivacyService:
                 failures += 1
             async with self._db.transaction() as s:
                 await s.merge(notice)
-        log.info("notices sent", topic=topic, ref_id=ref_id, in_app_count=in_app,
-                 emailed_count=emailed, failures_count=failures)
+        log.info(
+            "notices sent",
+            topic=topic,
+            ref_id=ref_id,
+            in_app_count=in_app,
+            emailed_count=emailed,
+            failures_count=failures,
+        )
         return PublishReport(
             version_id=ref_id, in_app=in_app, emailed=emailed, email_failures=failures
         )
 
     @staticmethod
     def _notice(
-        account: Account, topic: str, ref_id: str, channel: str, title: str, body: str,
+        account: Account,
+        topic: str,
+        ref_id: str,
+        channel: str,
+        title: str,
+        body: str,
         now: datetime,
     ) -> Notice:
         return Notice(
@@ -781,12 +798,15 @@ class PrivacyService:
         """The delivery record of one policy version or disclosure (operators)."""
         self._require_operator(who)
         async with self._db.transaction() as s:
-            rows = (await s.scalars(select(Notice).where(Notice.ref_id == ref_id))).all()
-            return [
-                _notice_out(n)
-                for n in rows
-                if who is None or who.may_administer(n.tenant_id)
-            ]
+            owner: PolicyVersion | Disclosure | None = await s.get(PolicyVersion, ref_id)
+            if owner is None:
+                owner = await s.get(Disclosure, ref_id)
+            if owner is None or (who is not None and not who.may_administer(owner.tenant_id)):
+                raise NotFound("no such policy version")
+            rows = await s.scalars(
+                select(Notice).where(Notice.ref_id == ref_id).order_by(Notice.created_at)
+            )
+            return [_notice_out(n) for n in rows.all()]
 
     # -- disclosures (P17) ----------------------------------------------------------------
 
