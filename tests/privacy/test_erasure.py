@@ -22,6 +22,10 @@ from cloudphone.schema import metadata
 from tests.privacy.conftest import make_subject
 
 
+def _file_bytes(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
 def _personal_columns() -> set[tuple[str, str]]:
     return {(e.table, e.column) for e in build_datamap(metadata())}
 
@@ -178,9 +182,8 @@ async def test_erasure_leaves_no_identifier_in_database_logs_or_exports(
     if runtime.db.dialect == "sqlite":
         await runtime.db.scrub_freed_pages()
         db_file = Path(runtime.db.url.split(":///", 1)[1])
-        haystacks["database"] = db_file.read_bytes()
-        wal = db_file.with_name(db_file.name + "-wal")
-        haystacks["wal"] = wal.read_bytes() if wal.exists() else b""
+        haystacks["database"] = _file_bytes(db_file)
+        haystacks["wal"] = _file_bytes(db_file.with_name(db_file.name + "-wal"))
     for where, data in haystacks.items():
         for identifier in subject.identifiers():
             assert identifier.encode() not in data, f"{identifier!r} found in {where}"
