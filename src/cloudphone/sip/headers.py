@@ -7,7 +7,8 @@ proxy or a push gateway touches a handful of headers and forwards the rest verba
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
 
 from cloudphone.sip.errors import SIPSyntaxError
 from cloudphone.sip.uri import URI, SipURI, parse_uri
@@ -27,7 +28,7 @@ BRANCH_MAGIC = "z9hG4bK"  # RFC 3261 §8.1.1.7
 
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _TOKEN_RE = re.compile(_TOKEN)
-_QUOTED = r'"(?:[^"\\\r\n]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
+_QUOTED = r'"[^"\\\r\n]*(?:\\[\x00-\x09\x0b\x0c\x0e-\x7f][^"\\\r\n]*)*"'
 _LWS = r"[ \t]*"
 # generic-param = token [ EQUAL gen-value ]; gen-value = token / host / quoted-string (§25.1)
 _PARAM_RE = re.compile(
@@ -163,37 +164,46 @@ def split_commas(value: str) -> list[str]:
 
 
 class Params:
-    """Header parameters in order; names compare case-insensitively (§7.3.1)."""
+    """Header parameters in order; names compare case-insensitively (§7.3.1).
+
+    Parsed headers keep the validated parameter text and split it only when the whole list
+    is needed; a single lookup (``branch``, ``tag``) is one regex search.
+    """
 
     __slots__ = ("_items", "_text")
 
     def __init__(self, items: Iterable[tuple[str, str | None]] = ()) -> None:
-        self._items: list[tuple[str, str | None]] = list(items)
+        self._items: list[tuple[str, str | None]] | None = list(items)
         self._text: str | None = None
 
     @classmethod
     def _lazy(cls, text: str) -> Params:
         """Parameters from text already validated by ``_SIMPLE_PARAMS_RE``; split on demand."""
         self = cls.__new__(cls)
+        self._items = None
         self._text = text
         return self
 
-    def __getattr__(self, name: str) -> list[tuple[str, str | None]]:
-        # only reached for ``_items`` of a lazy instance (a slot not yet assigned)
-        if name != "_items" or self._text is None:
-            raise AttributeError(name)
-        rest = self._text
-        if " " in rest or "\t" in rest:
-            rest = _PARAM_SPACE_RE.sub("", rest)
-        items: list[tuple[str, str | None]] = []
-        for part in rest.split(";")[1:]:
-            key, eq, value = part.partition("=")
-            items.append((key, value if eq else None))
-        self._items = items
+    def _list(self) -> list[tuple[str, str | None]]:
+        items = self._items
+        if items is None:
+            rest = self._text or ""
+            if " " in rest or "\t" in rest:
+                rest = _PARAM_SPACE_RE.sub("", rest)
+            items = []
+            for part in rest.split(";")[1:]:
+                key, eq, value = part.partition("=")
+                items.append((key, value if eq else None))
+            self._items = items
         return items
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Value of ``name``; ``""`` for a flag parameter (``;lr``), ``default`` if absent."""
+        if self._items is None:
+            match = _param_finder(name)(self._text or "")
+            if match is None:
+                return default
+            return match.group(1) or ""
         lname = name.lower()
         for key, value in self._items:
             if key.lower() == lname:
@@ -204,33 +214,44 @@ class Params:
         return isinstance(name, str) and self.get(name) is not None
 
     def set(self, name: str, value: str | None) -> None:
+        items = self._list()
+        self._text = None
         lname = name.lower()
-        for i, (key, _) in enumerate(self._items):
+        for i, (key, _) in enumerate(items):
             if key.lower() == lname:
-                self._items[i] = (key, value)
+                items[i] = (key, value)
                 return
-        self._items.append((name, value))
+        items.append((name, value))
 
     def remove(self, name: str) -> None:
         lname = name.lower()
-        self._items = [(k, v) for k, v in self._items if k.lower() != lname]
+        self._items = [(k, v) for k, v in self._list() if k.lower() != lname]
+        self._text = None
 
     def __iter__(self) -> Iterator[tuple[str, str | None]]:
-        return iter(self._items)
+        return iter(self._list())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._list())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Params):
             return NotImplemented
-        return {k.lower(): v for k, v in self._items} == {k.lower(): v for k, v in other._items}
+        mine = {k.lower(): v for k, v in self._list()}
+        return mine == {k.lower(): v for k, v in other._list()}
 
     def __str__(self) -> str:
-        return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self._items)
+        return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self._list())
 
     def __repr__(self) -> str:
-        return f"Params({self._items!r})"
+        return f"Params({self._list()!r})"
+
+
+@lru_cache(maxsize=256)
+def _param_finder(name: str) -> Callable[[str], re.Match[str] | None]:
+    """``search`` of a regex finding the first ``;name`` / ``;name=value`` in validated text."""
+    pattern = rf";[ \t]*{re.escape(name)}[ \t]*(?:=[ \t]*([^; \t]*))?[ \t]*(?=;|$)"
+    return re.compile(pattern, re.IGNORECASE).search
 
 
 def parse_params(text: str, pos: int) -> Params:

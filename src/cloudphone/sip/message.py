@@ -174,7 +174,7 @@ class Headers:
         return cached  # type: ignore[return-value]
 
     def address(self, name: str) -> Address:
-        key = _known_names.get(name) or canonical_name(name)
+        key = _CANONICAL_LOWER.get(name) or canonical_name(name)
         cached = self._cache.get(key)
         if cached is None:
             value = self._first(key)
@@ -247,11 +247,11 @@ class Message:
 
     @property
     def from_tag(self) -> str | None:
-        return self.from_.tag
+        return self.headers.address("from").params.get("tag")
 
     @property
     def to_tag(self) -> str | None:
-        return self.to.tag
+        return self.headers.address("to").params.get("tag")
 
     def validate(self) -> None:
         """Parse every structured header we know, raising :class:`SIPSyntaxError` if one is
@@ -356,16 +356,19 @@ def _canonical(name: str) -> str:
 
 def _first_positions(items: list[tuple[str, str, str]]) -> dict[str, int]:
     names = _known_names
-    # reversed, so that the first line of a header wins
-    return {
-        (names.get(name) or canonical_name(name.rstrip(" \t"))) if sep else _no_colon(name): i
-        for i, (name, sep, _) in reversed(list(enumerate(items)))
-    }
+    keys = [
+        (names.get(name) or canonical_name(name.rstrip(" \t"))) if sep else _no_colon(name)
+        for name, sep, _ in items
+    ]
+    # filled back to front, so that the first line of a header wins
+    return dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
 
 
 def _no_colon(line: str) -> str:
     raise SIPSyntaxError(f"header line without colon: {line[:40]!r}")
 
+
+_CANONICAL_LOWER = {"from": "from", "to": "to", "contact": "contact", "route": "route"}
 
 # Fast path for the usual spellings; canonical_name() handles the rest.
 _known_names: dict[str, str] = {
