@@ -254,6 +254,15 @@ def _param_finder(name: str) -> Callable[[str], re.Match[str] | None]:
     return re.compile(pattern, re.IGNORECASE).search
 
 
+_BRANCH_SEARCH = _param_finder("branch")
+_TAG_SEARCH = _param_finder("tag")
+# name-addr with simple (unquoted) parameters, in one match: the common From/To/Contact
+_NAME_ADDR_FULL_RE = re.compile(
+    rf"[ \t]*(?:({_QUOTED})|({_TOKEN}(?:[ \t]+{_TOKEN})*))?[ \t]*<[ \t]*([^<>\"\s]+)[ \t]*>"
+    rf"({_SIMPLE_PARAMS_RE.pattern})"
+)
+
+
 def parse_params(text: str, pos: int) -> Params:
     """Parse ``*( SEMI generic-param )`` from ``text[pos:]``; the rest must be whitespace."""
     rest = text[pos:] if pos else text
@@ -296,12 +305,16 @@ class Via:
         match = _VIA_FULL_RE.fullmatch(text)
         if match is not None:
             _, transport, host, port, params = match.groups()
-            port_number = None
+            via = cls.__new__(cls)
+            via.transport = transport.upper()
+            via.host = host
+            via.port = None
             if port is not None:
-                port_number = int(port)
-                if port_number > 65535:
+                via.port = int(port)
+                if via.port > 65535:
                     raise SIPSyntaxError("Via port out of range")
-            return cls(transport.upper(), host, port_number, Params._lazy(params))
+            via.params = Params._lazy(params)
+            return via
         match = _VIA_RE.match(text)
         if match is None:
             raise SIPSyntaxError(f"malformed Via {text[:60]!r}")
@@ -315,7 +328,11 @@ class Via:
 
     @property
     def branch(self) -> str | None:
-        return self.params.get("branch")
+        params = self.params
+        if params._items is None:  # the hot path of transaction matching
+            match = _BRANCH_SEARCH(params._text or "")
+            return None if match is None else match.group(1) or ""
+        return params.get("branch")
 
     @property
     def sent_by(self) -> tuple[str, int | None]:
@@ -376,6 +393,15 @@ class Address:
 
     @classmethod
     def parse(cls, text: str) -> Address:
+        match = _NAME_ADDR_FULL_RE.fullmatch(text)
+        if match is not None:
+            quoted, tokens, uri_text, params = match.groups()
+            address = cls.__new__(cls)
+            address._uri = None
+            address._uri_text = uri_text
+            address.display_name = unquote_string(quoted) if quoted is not None else tokens
+            address.params = Params._lazy(params)
+            return address
         match = _NAME_ADDR_RE.match(text)
         if match is not None:
             quoted, tokens, uri_text = match.groups()
@@ -396,7 +422,11 @@ class Address:
 
     @property
     def tag(self) -> str | None:
-        return self.params.get("tag")
+        params = self.params
+        if params._items is None:  # the hot path of dialog and transaction matching
+            match = _TAG_SEARCH(params._text or "")
+            return None if match is None else match.group(1) or ""
+        return params.get("tag")
 
     def __str__(self) -> str:
         uri = self._uri_text if self._uri is None else str(self._uri)

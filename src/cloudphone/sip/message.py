@@ -7,6 +7,7 @@ what it needs.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Iterator
 
@@ -51,23 +52,29 @@ class Headers:
         for name, value in items:
             canonical_name(name)  # reject a non-token name early
             self._items.append((name, ":", value))
-        self._index: dict[str, int] | None = None
+        # canonical name of each line, in order: ``list.index`` finds the first line of a
+        # header at C speed, and building it costs less than a dict for ~15 headers
+        self._index: list[str] | None = None
         self._cache: dict[str, object] = {}
 
     @classmethod
-    def _from_parsed(cls, items: list[tuple[str, str, str]], index: dict[str, int]) -> Headers:
+    def _from_parsed(cls, items: list[tuple[str, str, str]], index: list[str]) -> Headers:
         self = cls.__new__(cls)
         self._items = items
         self._index = index
         self._cache = {}
         return self
 
-    def _lookup(self) -> dict[str, int]:
-        """Position of the first line of each header (built once per change)."""
+    def _lookup(self) -> list[str]:
+        """Canonical name of every line (built once per change)."""
         index = self._index
         if index is None:
-            index = self._index = _first_positions(self._items)
+            index = self._index = _line_keys(self._items)
         return index
+
+    def _at(self, key: str) -> int | None:
+        keys = self._index or self._lookup()
+        return keys.index(key) if key in keys else None
 
     def _changed(self) -> None:
         self._index = None
@@ -75,18 +82,16 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """First value of the header ``name`` (any spelling, compact forms included)."""
-        at = (self._index or self._lookup()).get(canonical_name(name))
+        at = self._at(canonical_name(name))
         return default if at is None else self._items[at][2].strip(" \t")
 
     def _first(self, key: str) -> str | None:
         """:meth:`get` for a name that is already canonical (the hot path)."""
-        at = (self._index or self._lookup()).get(key)
+        at = self._at(key)
         return None if at is None else self._items[at][2].strip(" \t")
 
     def _positions(self, key: str) -> list[int]:
-        if key not in (self._index or self._lookup()):
-            return []
-        return [i for i, (name, _, _) in enumerate(self._items) if _canonical(name) == key]
+        return [i for i, k in enumerate(self._index or self._lookup()) if k == key]
 
     def get_all(self, name: str) -> list[str]:
         """All values, in order; list headers are split at their commas (§7.3.1)."""
@@ -113,7 +118,7 @@ class Headers:
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first line of the same header, or at the top (Via, Route pushes)."""
-        at = self._lookup().get(canonical_name(name), 0)
+        at = self._at(canonical_name(name)) or 0
         self._items.insert(at, (name, ":", value))
         self._changed()
 
@@ -139,7 +144,7 @@ class Headers:
 
     def pop_first_value(self, name: str) -> str | None:
         """Remove the first value of a list header (pop a Via or a Route, §16.4, §16.7)."""
-        at = self._lookup().get(canonical_name(name))
+        at = self._at(canonical_name(name))
         if at is None:
             return None
         raw_name, _, value = self._items[at]
@@ -152,7 +157,7 @@ class Headers:
         return values[0]
 
     def copy(self) -> Headers:
-        return Headers._from_parsed(list(self._items), dict(self._lookup()))
+        return Headers._from_parsed(list(self._items), list(self._lookup()))
 
     # -- structured, cached views -----------------------------------------------------------
 
@@ -230,12 +235,14 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        return self.headers.cseq()
+        cached = self.headers._cache.get("cseq")
+        return cached if cached is not None else self.headers.cseq()  # type: ignore[return-value]
 
     @property
     def via(self) -> Via:
         """The top Via."""
-        return self.headers.top_via()
+        cached = self.headers._cache.get("via0")
+        return cached if cached is not None else self.headers.top_via()  # type: ignore[return-value]
 
     @property
     def from_(self) -> Address:
@@ -247,11 +254,13 @@ class Message:
 
     @property
     def from_tag(self) -> str | None:
-        return self.headers.address("from").params.get("tag")
+        address = self.headers._cache.get("from") or self.headers.address("from")
+        return address.tag  # type: ignore[attr-defined]
 
     @property
     def to_tag(self) -> str | None:
-        return self.headers.address("to").params.get("tag")
+        address = self.headers._cache.get("to") or self.headers.address("to")
+        return address.tag  # type: ignore[attr-defined]
 
     def validate(self) -> None:
         """Parse every structured header we know, raising :class:`SIPSyntaxError` if one is
@@ -354,14 +363,21 @@ def _canonical(name: str) -> str:
     return _known_names.get(name) or canonical_name(name.rstrip(" \t"))
 
 
-def _first_positions(items: list[tuple[str, str, str]]) -> dict[str, int]:
-    names = _known_names
-    keys = [
-        (names.get(name) or canonical_name(name.rstrip(" \t"))) if sep else _no_colon(name)
-        for name, sep, _ in items
-    ]
-    # filled back to front, so that the first line of a header wins
-    return dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
+def _line_keys(items: list[tuple[str, str, str]]) -> list[str]:
+    if not all(map(_SEP_OF, items)):
+        bad = next(item for item in items if not item[1])
+        _no_colon(bad[0])
+    keys: list[str | None] = list(map(_known_names.get, map(_NAME_OF, items)))
+    if None in keys:
+        keys = [
+            key or canonical_name(item[0].rstrip(" \t"))
+            for key, item in zip(keys, items, strict=True)
+        ]
+    return keys  # type: ignore[return-value]
+
+
+_NAME_OF = operator.itemgetter(0)
+_SEP_OF = operator.itemgetter(1)
 
 
 def _no_colon(line: str) -> str:
@@ -380,6 +396,23 @@ _known_names: dict[str, str] = {
         "Require Proxy-Require Accept Date Event k Allow-Events"
     ).split()
 }
+
+
+def _split_header_block(block: str) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Header lines as (name, ":", value) and their canonical names.
+
+    The fast path assumes the usual: no folding, well-known names. Anything else (a folded
+    line, an unknown or oddly spaced name, a line without colon) takes the careful path.
+    """
+    items = [line.partition(":") for line in block.split("\r\n")]
+    keys: list[str | None] = list(map(_known_names.get, map(_NAME_OF, items)))
+    if None in keys or not all(map(_SEP_OF, items)):
+        if "\r\n " in block or "\r\n\t" in block:
+            # §7.3.1: a line starting with whitespace continues the previous one
+            block = _FOLD_RE.sub(" ", block)
+            items = [line.partition(":") for line in block.split("\r\n")]
+        return items, _line_keys(items)
+    return items, keys  # type: ignore[return-value]
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -402,17 +435,19 @@ def parse_message(data: bytes) -> Request | Response:
     else:
         body_start = end + 4
     head = data[:end].decode("utf-8", "surrogateescape")
-    if "\r\n " in head or "\r\n\t" in head:
-        head = _FOLD_RE.sub(" ", head)
     first_end = head.find("\r\n")
     if first_end < 0:
-        start, items = head, []
+        start = head
+        items: list[tuple[str, str, str]] = []
+        index: list[str] = []
     else:
         start = head[:first_end]
-        block = head[first_end + 2 :]
-        items = [line.partition(":") for line in block.split("\r\n")]
-    index = _first_positions(items)
-    headers = Headers._from_parsed(items, index)
+        items, index = _split_header_block(head[first_end + 2 :])
+    headers = Headers.__new__(Headers)
+    headers._items = items
+    headers._index = index
+    cache: dict[str, object] = {}
+    headers._cache = cache
 
     message: Request | Response
     if start[:4] == "SIP/":
@@ -422,12 +457,13 @@ def parse_message(data: bytes) -> Request | Response:
             if _VERSION_RE.fullmatch(version) and version.upper() != "SIP/2.0":
                 raise SIPSyntaxError(f"unsupported version {version}", 505)
             raise SIPSyntaxError(f"malformed status line {start[:60]!r}")
-        reason = match.group(2)
-        if _REASON_BAD.search(reason):
+        code, reason = match.groups()
+        if reason and _REASON_BAD.search(reason):
             raise SIPSyntaxError("control character in reason phrase")
         message = Response.__new__(Response)
-        message.status_code = int(match.group(1))
+        message.status_code = int(code)
         message.reason = reason
+        method = None
     else:
         parts = start.split(" ")
         if len(parts) != 3 or not parts[1]:
@@ -440,7 +476,7 @@ def parse_message(data: bytes) -> Request | Response:
                 raise SIPSyntaxError(f"unsupported version {version}", 505)
             else:
                 raise SIPSyntaxError(f"malformed request line {start[:60]!r}")
-        if not is_token(method):
+        if method not in _METHODS and not is_token(method):
             raise SIPSyntaxError("method is not a token")
         if uri_text[0] == "<":
             raise SIPSyntaxError("Request-URI must not be enclosed in <>")  # §8.1.1.1
@@ -449,24 +485,24 @@ def parse_message(data: bytes) -> Request | Response:
         message.uri = parse_uri(uri_text)
     message.headers = headers
 
-    for name in _MANDATORY:
-        if name not in index:
-            raise SIPSyntaxError(f"missing mandatory header {name}")
-    cseq = headers.cseq()
-    if isinstance(message, Request) and cseq.method != message.method:
+    if not _MANDATORY_SET.issubset(index):
+        missing = sorted(_MANDATORY_SET.difference(index))
+        raise SIPSyntaxError(f"missing mandatory header {missing[0]}")
+    cseq = CSeq.parse(items[index.index("cseq")][2].strip(" \t"))
+    cache["cseq"] = cseq
+    if method is not None and cseq.method != method:
         raise SIPSyntaxError("CSeq method does not match the request method")  # §8.1.1.5
     if "max-forwards" in index:
-        value = items[index["max-forwards"]][2].strip(" \t")
+        value = items[index.index("max-forwards")][2].strip(" \t")
         if not value.isdigit() or not value.isascii() or int(value) > 255:
             raise SIPSyntaxError("malformed Max-Forwards")
     if "expires" in index:
         headers.delta_seconds("expires")
 
-    length_at = index.get("content-length")
-    if length_at is None:
+    if "content-length" not in index:
         message.body = data[body_start:]
     else:
-        value = items[length_at][2].strip(" \t")
+        value = items[index.index("content-length")][2].strip(" \t")
         if not value.isdigit() or not value.isascii():
             raise SIPSyntaxError("malformed Content-Length")
         length = int(value)
@@ -474,6 +510,13 @@ def parse_message(data: bytes) -> Request | Response:
             raise SIPSyntaxError("body shorter than Content-Length")  # §18.3
         message.body = data[body_start : body_start + length]
     return message
+
+
+_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER "
+    "MESSAGE UPDATE".split()
+)
+_MANDATORY_SET = frozenset(_MANDATORY)
 
 
 # Headers copied from request to response (§8.2.6.2).
