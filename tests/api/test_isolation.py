@@ -98,7 +98,7 @@ async def _b_state(runtime: Runtime, b: World) -> list[tuple[Any, ...]]:
             Notice,
             Disclosure,
         ):
-            column = model.id if model is Tenant else model.tenant_id  # type: ignore[attr-defined]
+            column = model.id if model is Tenant else model.tenant_id  # type: ignore[union-attr]
             for row in (await s.scalars(select(model).where(column == b.tenant_id))).all():
                 rows.append(
                     tuple(
@@ -170,14 +170,14 @@ async def test_no_route_lets_tenant_a_read_or_change_tenant_b(
         assert not unknown, f"teach the isolation test about {unknown} in {path}"
         url = path.format(**{p: path_ids[p] for p in params})
         for method, operation in operations.items():
-            body = None
+            probe: Any = None
             content = operation.get("requestBody", {}).get("content", {})
             if "application/json" in content:
-                body = _probe_value(
+                probe = _probe_value(
                     "", content["application/json"]["schema"], spec, "tenant-b.test"
                 )
             for who, headers in (("operator", a.operator), ("device", a.device)):
-                r = await api.request(method.upper(), url, headers=headers, json=body)
+                r = await api.request(method.upper(), url, headers=headers, json=probe)
                 checked += 1
                 where = f"{who} {method.upper()} {path} -> {r.status_code} {r.text[:200]}"
                 # The problem's "instance" echoes the caller's own URL; that is not a leak.

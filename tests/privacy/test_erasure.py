@@ -19,6 +19,7 @@ from cloudphone.privacy.sealing import SubjectKey, is_sealed
 from cloudphone.privacy.subjects import coverage_gaps, personal_tables, subject_link
 from cloudphone.runtime import Runtime
 from cloudphone.schema import metadata
+from tests.gateway.conftest import RecordingUpstream
 from tests.privacy.conftest import make_subject
 
 
@@ -236,13 +237,12 @@ async def test_a_restored_backup_is_erased_again_by_replaying_the_ledger(
 
 @pytest.mark.promise("P19")
 async def test_erasure_disables_push_and_the_gateway_unregisters_first(
-    api: httpx.AsyncClient, runtime: Runtime, upstream: object
+    api: httpx.AsyncClient, runtime: Runtime, upstream: RecordingUpstream
 ) -> None:
     subject = await make_subject(api, runtime)
     await runtime.privacy.erase(None, subject.world.account_id, reason="test")
-    calls = upstream.calls
-    assert calls[-1][0] == "unregister"
-    assert not upstream.live
+    assert upstream.calls[-1][0] == "unregister"
+    assert not upstream.live and upstream.wiped
 
 
 @pytest.mark.promise("P15")

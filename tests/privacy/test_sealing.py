@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 
 from cloudphone.accounts.models import Account, Device
 from cloudphone.privacy.sealing import SubjectKey
@@ -60,7 +60,7 @@ async def test_shredding_the_subject_key_leaves_only_unreadable_ciphertext(
     root = await global_operator(runtime)
     world = await make_world(api, root, "acme", user="alice")
     async with runtime.db.transaction() as s:
-        await s.execute(SubjectKey.__table__.delete())
+        await s.execute(delete(SubjectKey))
     async with runtime.db.transaction() as s:
         account = await s.get(Account, world.account_id)
         assert account is not None
