@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from sqlalchemy import Column, ForeignKey, MetaData, String, Table, func, select
 
 from cloudphone.core.datamap import build_datamap, declaration, not_personal, personal
@@ -21,6 +24,21 @@ from cloudphone.runtime import Runtime
 from cloudphone.schema import metadata
 from tests.gateway.conftest import RecordingUpstream
 from tests.privacy.conftest import make_subject
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """Every log line of the test, as the service would write it (JSON, redacted)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging("debug", "json", stream=stream)
+    try:
+        yield stream
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()
 
 
 def _file_bytes(path: Path) -> bytes:
@@ -149,10 +167,8 @@ async def test_the_export_reaches_every_personal_column_and_keeps_ciphertext_enc
 
 @pytest.mark.promise("P19")
 async def test_erasure_leaves_no_identifier_in_database_logs_or_exports(
-    api: httpx.AsyncClient, runtime: Runtime
+    api: httpx.AsyncClient, runtime: Runtime, logs: io.StringIO
 ) -> None:
-    logs = io.StringIO()
-    configure_logging("debug", "json", stream=logs)
     subject = await make_subject(api, runtime)
     account_id = subject.world.account_id
     r = await api.post(
@@ -179,6 +195,7 @@ async def test_erasure_leaves_no_identifier_in_database_logs_or_exports(
 
     assert set((await _rows_of(runtime, account_id)).values()) == {0}
     assert not list(exports_dir.iterdir())
+    assert "subject erased" in logs.getvalue()  # the logs were captured, and are scanned
     haystacks: dict[str, bytes] = {"logs": logs.getvalue().encode()}
     if runtime.db.dialect == "sqlite":
         await runtime.db.scrub_freed_pages()
