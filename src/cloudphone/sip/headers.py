@@ -46,7 +46,11 @@ _VIA_RE = re.compile(
     rf"(?:{_LWS}:{_LWS}([0-9]{{1,5}}))?",
     re.IGNORECASE,
 )
-_VIA_FULL_RE = re.compile(_VIA_RE.pattern + f"({_SIMPLE_PARAMS_RE.pattern})", re.IGNORECASE)
+# The usual spelling, case-sensitive (about twice as fast); other spellings use _VIA_RE.
+_VIA_FULL_RE = re.compile(
+    rf"(SIP/2\.0)/({_TOKEN})[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)"
+    rf"(?::([0-9]{{1,5}}))?({_SIMPLE_PARAMS_RE.pattern})"
+)
 _CSEQ_RE = re.compile(rf"([0-9]{{1,10}})[ \t]+({_TOKEN})")
 _DISPLAY_TOKENS_RE = re.compile(rf"{_TOKEN}(?:[ \t]+{_TOKEN})*")
 
@@ -254,6 +258,20 @@ def _param_finder(name: str) -> Callable[[str], re.Match[str] | None]:
     return re.compile(pattern, re.IGNORECASE).search
 
 
+def _lazy_param(
+    text: str, needle: str, search: Callable[[str], re.Match[str] | None]
+) -> str | None:
+    """One parameter from validated parameter text: a plain ``find`` for the usual
+    lower-case ``;name=`` spelling, the case-insensitive regex otherwise."""
+    at = text.find(needle)
+    if at >= 0:
+        start = at + len(needle)
+        end = text.find(";", start)
+        return (text[start:] if end < 0 else text[start:end]).rstrip(" \t")
+    match = search(text)
+    return None if match is None else match.group(1) or ""
+
+
 _BRANCH_SEARCH = _param_finder("branch")
 _TAG_SEARCH = _param_finder("tag")
 # name-addr with simple (unquoted) parameters, in one match: the common From/To/Contact
@@ -330,8 +348,7 @@ class Via:
     def branch(self) -> str | None:
         params = self.params
         if params._items is None:  # the hot path of transaction matching
-            match = _BRANCH_SEARCH(params._text or "")
-            return None if match is None else match.group(1) or ""
+            return _lazy_param(params._text or "", ";branch=", _BRANCH_SEARCH)
         return params.get("branch")
 
     @property
@@ -424,8 +441,7 @@ class Address:
     def tag(self) -> str | None:
         params = self.params
         if params._items is None:  # the hot path of dialog and transaction matching
-            match = _TAG_SEARCH(params._text or "")
-            return None if match is None else match.group(1) or ""
+            return _lazy_param(params._text or "", ";tag=", _TAG_SEARCH)
         return params.get("tag")
 
     def __str__(self) -> str:
