@@ -230,3 +230,32 @@ async def test_scheduler_runs_callbacks_in_deadline_order() -> None:
 def test_contact_uri_names_the_transport() -> None:
     uri = parse_uri("sip:bob@127.0.0.1:5080;transport=tcp")
     assert isinstance(uri, SipURI) and uri.transport == "tcp"
+
+
+async def test_tcp_keepalive_ping_gets_a_pong(server_tls: ssl.SSLContext) -> None:
+    server = Endpoint()
+    host, port = await server.listen("TCP")
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(b"\r\n\r\n")  # RFC 5626 §4.4.1 ping
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readexactly(2), 2) == b"\r\n"
+    finally:
+        writer.close()
+        await server.close()
+
+
+async def test_tcp_message_without_content_length_closes_the_connection() -> None:
+    server = Endpoint()
+    host, port = await server.listen("TCP")
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(
+            b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx\r\n"
+            b"From: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
+        )
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # closed: framing is lost
+    finally:
+        writer.close()
+        await server.close()
