@@ -3,6 +3,7 @@ batched, idempotent, audited and stopped by legal holds. Time moves on the fake 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -172,3 +173,22 @@ def test_configuration_refuses_unknown_rules() -> None:
 
     with pytest.raises(ValidationError, match="unknown retention rules"):
         PrivacyConfig(retention_days={"forever": 1})
+
+
+@pytest.mark.promise("P15")
+async def test_the_service_runs_the_purge_by_itself(
+    api: httpx.AsyncClient, runtime: Runtime, clock: FakeClock
+) -> None:
+    world = await make_world(api, await global_operator(runtime), "acme")
+    await api.post(f"/v1/accounts/{world.account_id}/enrollments", headers=world.operator)
+    clock.advance(timedelta(days=2))
+    runtime.privacy.config.purge_interval_s = 0.01
+    await runtime.privacy.start()
+    try:
+        for _ in range(200):
+            if await _count(runtime, Enrollment) == 0:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await runtime.privacy.stop()
+    assert await _count(runtime, Enrollment) == 0

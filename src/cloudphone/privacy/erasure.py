@@ -158,9 +158,24 @@ async def erase_subject(
             reason=reason,
             at=now,
         )
-    await db.scrub_freed_pages()
+    await _scrub(db, touched)
     log.info("subject erased", account_id=account_id, tables_count=len(touched))
     return touched
+
+
+async def _scrub(db: Database, tables: list[str]) -> None:
+    """Leave no copy of the erased rows in the live files. SQLite: secure_delete has zeroed
+    the freed pages; fold the WAL back and truncate it. PostgreSQL: dead tuples stay until
+    VACUUM, so vacuum the touched tables — FULL for the small key table, whose rewrite drops
+    the wrapped key for good (WAL archives are the operator's to expire)."""
+    await db.scrub_freed_pages()
+    if db.dialect != "postgresql":
+        return
+    async with db.engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await auto.exec_driver_sql("VACUUM FULL subject_keys")
+        for table in sorted(set(tables) - {"subject_keys"}):
+            await auto.exec_driver_sql(f'VACUUM "{table}"')
 
 
 def personal_table_names(metadata: MetaData) -> list[str]:
@@ -206,7 +221,7 @@ async def replay_erasures(
                 at=now,
             )
     if again:
-        await db.scrub_freed_pages()
+        await _scrub(db, ["subject_keys", *personal_table_names(metadata)])
     return again
 
 
