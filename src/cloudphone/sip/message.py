@@ -87,8 +87,10 @@ class Headers:
 
     def _first(self, key: str) -> str | None:
         """:meth:`get` for a name that is already canonical (the hot path)."""
-        at = self._at(key)
-        return None if at is None else self._items[at][2].strip(" \t")
+        keys = self._index or self._lookup()
+        if key not in keys:
+            return None
+        return self._items[keys.index(key)][2].strip(" \t")
 
     def _positions(self, key: str) -> list[int]:
         return [i for i, k in enumerate(self._index or self._lookup()) if k == key]
@@ -174,17 +176,19 @@ class Headers:
             first = self._first("via")
             if first is None:
                 raise SIPSyntaxError("missing Via")
-            cached = Via.parse(split_commas(first)[0])
+            cached = Via.parse(split_commas(first)[0] if "," in first else first)
             self._cache["via0"] = cached
         return cached  # type: ignore[return-value]
 
     def address(self, name: str) -> Address:
-        key = _CANONICAL_LOWER.get(name) or canonical_name(name)
+        return self._address(_CANONICAL_LOWER.get(name) or canonical_name(name))
+
+    def _address(self, key: str) -> Address:
         cached = self._cache.get(key)
         if cached is None:
             value = self._first(key)
             if value is None:
-                raise SIPSyntaxError(f"missing {name}")
+                raise SIPSyntaxError(f"missing {key}")
             cached = Address.parse(value)
             self._cache[key] = cached
         return cached  # type: ignore[return-value]
@@ -254,12 +258,12 @@ class Message:
 
     @property
     def from_tag(self) -> str | None:
-        address = self.headers._cache.get("from") or self.headers.address("from")
+        address = self.headers._cache.get("from") or self.headers._address("from")
         return address.tag  # type: ignore[attr-defined]
 
     @property
     def to_tag(self) -> str | None:
-        address = self.headers._cache.get("to") or self.headers.address("to")
+        address = self.headers._cache.get("to") or self.headers._address("to")
         return address.tag  # type: ignore[attr-defined]
 
     def validate(self) -> None:
@@ -497,7 +501,9 @@ def parse_message(data: bytes) -> Request | Response:
         if not value.isdigit() or not value.isascii() or int(value) > 255:
             raise SIPSyntaxError("malformed Max-Forwards")
     if "expires" in index:
-        headers.delta_seconds("expires")
+        value = items[index.index("expires")][2].strip(" \t")
+        if not value.isdigit() or not value.isascii() or len(value) > 10:
+            raise SIPSyntaxError("malformed Expires")  # delta-seconds (§20.19)
 
     if "content-length" not in index:
         message.body = data[body_start:]
