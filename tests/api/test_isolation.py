@@ -118,12 +118,12 @@ async def _b_privacy_objects(runtime: Runtime, b: World) -> dict[str, str]:
     await p.set_directive(None, b.account_id, DirectiveIn(action=PostMortemAction.KEEP))
     hold = await p.place_hold(None, b.account_id, HoldCreate(reason="order-b"))
     effective = runtime.clock.now().replace(year=runtime.clock.now().year + 1)
-    version = await p.create_policy(
+    version = await p.notices.create_policy(
         None, b.tenant_id, PolicyCreate(version="v2", summary="s", effective_at=effective)
     )
-    await p.publish_policy(None, version.id)
-    (notice,) = await p.notices_for(None, version.id)
-    disclosure = await p.record_disclosure(
+    await p.notices.publish_policy(None, version.id)
+    (notice,) = await p.notices.notices_for(None, version.id)
+    disclosure = await p.notices.record_disclosure(
         None,
         b.tenant_id,
         DisclosureCreate(authority="a", legal_basis="l", scope="s", account_ids=[b.account_id]),

@@ -64,7 +64,7 @@ def smtp() -> Iterator[Inbox]:
 def mailing_runtime(runtime: Runtime, smtp: Inbox) -> Runtime:
     """The runtime with the operator's SMTP relay pointed at the local server."""
     config = PrivacyConfig(smtp_host="127.0.0.1", smtp_port=smtp.port)
-    runtime.privacy.mailer = NoticeMailer(config)
+    runtime.privacy.mailer = runtime.privacy.notices.mailer = NoticeMailer(config)
     return runtime
 
 

@@ -493,14 +493,14 @@ def policy_create(
             "changes_data_use": changes_data_use,
         }
     )
-    _print(_with_runtime(lambda rt: rt.privacy.create_policy(None, tenant, body)))
+    _print(_with_runtime(lambda rt: rt.privacy.notices.create_policy(None, tenant, body)))
 
 
 @policy_app.command("publish")
 @_one_line_errors
 def policy_publish(version_id: str) -> None:
     """Send the notices (in-app and e-mail) for a version, before it takes effect."""
-    _print(_with_runtime(lambda rt: rt.privacy.publish_policy(None, version_id)))
+    _print(_with_runtime(lambda rt: rt.privacy.notices.publish_policy(None, version_id)))
 
 
 @disclosure_app.command("record")
@@ -516,11 +516,11 @@ def disclosure_record(
     body = DisclosureCreate(
         authority=authority, legal_basis=legal_basis, scope=scope, account_ids=account or []
     )
-    _print(_with_runtime(lambda rt: rt.privacy.record_disclosure(None, tenant, body)))
+    _print(_with_runtime(lambda rt: rt.privacy.notices.record_disclosure(None, tenant, body)))
 
 
 @disclosure_app.command("notify")
 @_one_line_errors
 def disclosure_notify(disclosure_id: str) -> None:
     """Notify the affected users (all of the tenant's if the disclosure names none)."""
-    _print(_with_runtime(lambda rt: rt.privacy.notify_disclosure(None, disclosure_id)))
+    _print(_with_runtime(lambda rt: rt.privacy.notices.notify_disclosure(None, disclosure_id)))

@@ -44,12 +44,12 @@ async def own_requests(rt: RuntimeDep, who: DeviceDep) -> list[RequestOut]:
 @router.get("/privacy/notices", response_model=list[NoticeOut])
 async def own_notices(rt: RuntimeDep, who: DeviceDep) -> list[NoticeOut]:
     """In-app notices (P17, P18); fetching them records their delivery."""
-    return await rt.privacy.own_notices(who)
+    return await rt.privacy.notices.own_notices(who)
 
 
 @router.post("/privacy/notices/{notice_id}/acknowledge", response_model=NoticeOut)
 async def acknowledge_notice(notice_id: str, rt: RuntimeDep, who: DeviceDep) -> NoticeOut:
-    return await rt.privacy.acknowledge_notice(who, notice_id)
+    return await rt.privacy.notices.acknowledge_notice(who, notice_id)
 
 
 @router.get(
@@ -179,24 +179,24 @@ async def release_hold(hold_id: str, rt: RuntimeDep, who: PrincipalDep) -> HoldO
 async def create_policy(
     tenant_id: str, body: PolicyCreate, rt: RuntimeDep, who: PrincipalDep
 ) -> PolicyOut:
-    return await rt.privacy.create_policy(who, tenant_id, body)
+    return await rt.privacy.notices.create_policy(who, tenant_id, body)
 
 
 @router.get("/tenants/{tenant_id}/policy-versions", response_model=list[PolicyOut])
 async def list_policies(tenant_id: str, rt: RuntimeDep, who: PrincipalDep) -> list[PolicyOut]:
-    return await rt.privacy.list_policies(who, tenant_id)
+    return await rt.privacy.notices.list_policies(who, tenant_id)
 
 
 @router.post("/policy-versions/{version_id}/publish", response_model=PublishReport)
 async def publish_policy(version_id: str, rt: RuntimeDep, who: PrincipalDep) -> PublishReport:
     """Notify every affected user, before the effective date (refused after it)."""
-    return await rt.privacy.publish_policy(who, version_id)
+    return await rt.privacy.notices.publish_policy(who, version_id)
 
 
 @router.get("/policy-versions/{version_id}/notices", response_model=list[NoticeOut])
 async def policy_notices(version_id: str, rt: RuntimeDep, who: PrincipalDep) -> list[NoticeOut]:
     """The delivery record of a version's notices."""
-    return await rt.privacy.notices_for(who, version_id)
+    return await rt.privacy.notices.notices_for(who, version_id)
 
 
 # -- disclosure log (P17) ----------------------------------------------------------------------
@@ -210,19 +210,19 @@ async def policy_notices(version_id: str, rt: RuntimeDep, who: PrincipalDep) -> 
 async def record_disclosure(
     tenant_id: str, body: DisclosureCreate, rt: RuntimeDep, who: PrincipalDep
 ) -> DisclosureOut:
-    return await rt.privacy.record_disclosure(who, tenant_id, body)
+    return await rt.privacy.notices.record_disclosure(who, tenant_id, body)
 
 
 @router.get("/tenants/{tenant_id}/disclosures", response_model=list[DisclosureOut])
 async def list_disclosures(
     tenant_id: str, rt: RuntimeDep, who: PrincipalDep
 ) -> list[DisclosureOut]:
-    return await rt.privacy.list_disclosures(who, tenant_id)
+    return await rt.privacy.notices.list_disclosures(who, tenant_id)
 
 
 @router.post("/disclosures/{disclosure_id}/notify", response_model=PublishReport)
 async def notify_disclosure(disclosure_id: str, rt: RuntimeDep, who: PrincipalDep) -> PublishReport:
-    return await rt.privacy.notify_disclosure(who, disclosure_id)
+    return await rt.privacy.notices.notify_disclosure(who, disclosure_id)
 
 
 # -- audit -------------------------------------------------------------------------------------
