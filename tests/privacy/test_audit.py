@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import httpx
 import pytest
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from cloudphone.privacy.audit import PURGE_SETTING, AuditEvent, audit_trail, record_audit
 from cloudphone.runtime import Runtime
+from tests.accounts.helpers import global_operator, make_world
 
 
 async def test_entry_commits_with_the_callers_transaction(runtime: Runtime) -> None:
@@ -75,3 +77,21 @@ async def test_postgresql_refuses_update_and_delete_except_the_purge(runtime: Ru
     async with runtime.db.transaction() as s:
         left = (await s.scalars(select(AuditEvent.object_id))).all()
     assert left == ["new"]
+
+
+async def test_operator_reads_of_personal_data_are_audited_the_users_own_are_not(
+    api: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    world = await make_world(api, await global_operator(runtime), "acme")
+    assert (await api.get("/v1/provisioning", headers=world.device)).status_code == 200
+    async with runtime.db.transaction() as s:
+        assert await audit_trail(s, object_id=world.account_id) == []
+    await api.get(f"/v1/accounts/{world.account_id}", headers=world.operator)
+    await api.get(f"/v1/tenants/{world.tenant_id}/accounts", headers=world.operator)
+    async with runtime.db.transaction() as s:
+        trail = await audit_trail(s, tenant_id=world.tenant_id)
+    reads = sorted((e.action, e.actor, e.object_type) for e in trail)
+    assert reads == [
+        ("personal_data.read", "operator", "account"),
+        ("personal_data.read", "operator", "tenant_accounts"),
+    ]

@@ -21,6 +21,7 @@ from cloudphone.privacy.retention import (
     governed_tables,
     purge,
 )
+from cloudphone.privacy.sealing import SubjectKey
 from cloudphone.runtime import Runtime
 from cloudphone.schema import metadata
 from tests.accounts.helpers import global_operator, make_world
@@ -192,3 +193,17 @@ async def test_the_service_runs_the_purge_by_itself(
     finally:
         await runtime.privacy.stop()
     assert await _count(runtime, Enrollment) == 0
+
+
+@pytest.mark.promise("P15")
+async def test_the_key_of_a_deleted_account_goes_with_it(
+    api: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    world = await make_world(api, await global_operator(runtime), "acme")
+    r = await api.delete(f"/v1/accounts/{world.account_id}", headers=world.operator)
+    assert r.status_code == 204
+    assert await _count(runtime, SubjectKey) == 1
+    assert (await runtime.privacy.retention(dry_run=True)).rows == {"subject_keys (account)": 1}
+    assert await _count(runtime, SubjectKey) == 1
+    await runtime.privacy.retention(dry_run=False)
+    assert await _count(runtime, SubjectKey) == 0

@@ -57,7 +57,7 @@ from cloudphone.privacy.schemas import (
     RequestRefuse,
     RetentionOut,
 )
-from cloudphone.privacy.sealing import SubjectVault
+from cloudphone.privacy.sealing import SubjectKey, SubjectVault
 from cloudphone.privacy.subjects import personal_columns, personal_tables, subject_link
 from cloudphone.store.db import Database, new_id
 
@@ -144,6 +144,34 @@ class PrivacyService:
                 )
             else:
                 removed = await self.exports.remove_expired(s, now)
+            # An account deleted outright (not erased) leaves its key behind; without its
+            # subject the key serves nothing ("erased with it"), so it goes, with the
+            # subject's exports.
+            orphans = list(
+                (
+                    await s.scalars(
+                        select(SubjectKey.subject_id).where(
+                            SubjectKey.subject_id.not_in(select(Account.id))
+                        )
+                    )
+                ).all()
+            )
+            if orphans and not dry_run:
+                for subject_id in orphans:
+                    await self.exports.remove_for_subject(s, subject_id)
+                await s.run_sync(lambda ss: self._vault.shred(ss.connection(), orphans))
+                await record_audit(
+                    s,
+                    action="retention.purged",
+                    actor="retention",
+                    tenant_id=None,
+                    object_type="table",
+                    object_id="subject_keys",
+                    reason=f"account: {len(orphans)} keys of deleted accounts",
+                    at=now,
+                )
+        if orphans:
+            report.rows["subject_keys (account)"] = len(orphans)
         return RetentionOut(
             now=now, dry_run=dry_run, rows=report.rows, held=report.held, exports_removed=removed
         )
