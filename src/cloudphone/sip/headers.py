@@ -51,6 +51,10 @@ _VIA_FULL_RE = re.compile(
     rf"(SIP/2\.0)/({_TOKEN})[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)"
     rf"(?::([0-9]{{1,5}}))?({_SIMPLE_PARAMS_RE.pattern})"
 )
+KNOWN_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER "
+    "MESSAGE UPDATE".split()
+)
 _CSEQ_RE = re.compile(rf"([0-9]{{1,10}})[ \t]+({_TOKEN})")
 _DISPLAY_TOKENS_RE = re.compile(rf"{_TOKEN}(?:[ \t]+{_TOKEN})*")
 
@@ -468,6 +472,15 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
+        seq, _, method = text.partition(" ")
+        if method in KNOWN_METHODS and seq.isdigit() and seq.isascii() and len(seq) <= 10:
+            number = int(seq)  # the usual "4711 INVITE": no regex needed
+            if number >= 2**31:
+                raise SIPSyntaxError("CSeq number out of range")
+            cseq = cls.__new__(cls)
+            cseq.seq = number
+            cseq.method = method
+            return cseq
         match = _CSEQ_RE.fullmatch(text)
         if match is None:
             raise SIPSyntaxError(f"malformed CSeq {text[:40]!r}")

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 
 from cloudphone.sip.errors import SIPSyntaxError
 from cloudphone.sip.headers import (
+    KNOWN_METHODS,
     LIST_HEADERS,
     Address,
     CSeq,
@@ -518,10 +519,7 @@ def parse_message(data: bytes) -> Request | Response:
     return message
 
 
-_METHODS = frozenset(
-    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER "
-    "MESSAGE UPDATE".split()
-)
+_METHODS = KNOWN_METHODS
 _MANDATORY_SET = frozenset(_MANDATORY)
 
 
