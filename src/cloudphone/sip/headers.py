@@ -484,10 +484,10 @@ class CSeq:
         match = _CSEQ_RE.fullmatch(text)
         if match is None:
             raise SIPSyntaxError(f"malformed CSeq {text[:40]!r}")
-        seq = int(match.group(1))
-        if seq >= 2**31:
+        value = int(match.group(1))
+        if value >= 2**31:
             raise SIPSyntaxError("CSeq number out of range")
-        return cls(seq, match.group(2))
+        return cls(value, match.group(2))
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"
