@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from cloudphone.sip.headers import Address
 from cloudphone.sip.message import Request, Response
-from cloudphone.sip.uri import URI, SipURI
+from cloudphone.sip.uri import URI
 
 __all__ = ["Dialog"]
 
@@ -93,7 +93,3 @@ def _without_params(value: str) -> str:
     address = Address.parse(value)
     address.params.remove("tag")
     return str(address)
-
-
-def is_sip(uri: URI) -> bool:
-    return isinstance(uri, SipURI)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 from cloudphone.sip.errors import SIPSyntaxError
 from cloudphone.sip.headers import (
@@ -56,7 +57,8 @@ class Headers:
         # canonical name of each line, in order: ``list.index`` finds the first line of a
         # header at C speed, and building it costs less than a dict for ~15 headers
         self._index: list[str] | None = None
-        self._cache: dict[str, object] = {}
+        # structured views by header key; values are Via / Address / CSeq / list[Via]
+        self._cache: dict[str, Any] = {}
 
     @classmethod
     def _from_parsed(cls, items: list[tuple[str, str, str]], index: list[str]) -> Headers:
@@ -169,7 +171,7 @@ class Headers:
         if cached is None:
             cached = [Via.parse(v) for v in self.get_all("via")]
             self._cache["via"] = cached
-        return cached  # type: ignore[return-value]
+        return cached
 
     def top_via(self) -> Via:
         cached = self._cache.get("via0")
@@ -179,7 +181,7 @@ class Headers:
                 raise SIPSyntaxError("missing Via")
             cached = Via.parse(split_commas(first)[0] if "," in first else first)
             self._cache["via0"] = cached
-        return cached  # type: ignore[return-value]
+        return cached
 
     def address(self, name: str) -> Address:
         return self._address(_CANONICAL_LOWER.get(name) or canonical_name(name))
@@ -192,7 +194,7 @@ class Headers:
                 raise SIPSyntaxError(f"missing {key}")
             cached = Address.parse(value)
             self._cache[key] = cached
-        return cached  # type: ignore[return-value]
+        return cached
 
     def addresses(self, name: str) -> list[Address]:
         """Contact, Route, Record-Route ... as parsed name-addrs (``*`` is not an address)."""
@@ -206,7 +208,7 @@ class Headers:
                 raise SIPSyntaxError("missing CSeq")
             cached = CSeq.parse(value)
             self._cache["cseq"] = cached
-        return cached  # type: ignore[return-value]
+        return cached
 
     def delta_seconds(self, name: str) -> int | None:
         """An integer header such as Expires or Min-Expires (§20.19); None if absent."""
@@ -241,13 +243,13 @@ class Message:
     @property
     def cseq(self) -> CSeq:
         cached = self.headers._cache.get("cseq")
-        return cached if cached is not None else self.headers.cseq()  # type: ignore[return-value]
+        return cached if cached is not None else self.headers.cseq()
 
     @property
     def via(self) -> Via:
         """The top Via."""
         cached = self.headers._cache.get("via0")
-        return cached if cached is not None else self.headers.top_via()  # type: ignore[return-value]
+        return cached if cached is not None else self.headers.top_via()
 
     @property
     def from_(self) -> Address:
@@ -260,12 +262,12 @@ class Message:
     @property
     def from_tag(self) -> str | None:
         address = self.headers._cache.get("from") or self.headers._address("from")
-        return address.tag  # type: ignore[attr-defined]
+        return address.tag
 
     @property
     def to_tag(self) -> str | None:
         address = self.headers._cache.get("to") or self.headers._address("to")
-        return address.tag  # type: ignore[attr-defined]
+        return address.tag
 
     def validate(self) -> None:
         """Parse every structured header we know, raising :class:`SIPSyntaxError` if one is
@@ -378,7 +380,7 @@ def _line_keys(items: list[tuple[str, str, str]]) -> list[str]:
             key or canonical_name(item[0].rstrip(" \t"))
             for key, item in zip(keys, items, strict=True)
         ]
-    return keys  # type: ignore[return-value]
+    return cast(list[str], keys)
 
 
 _NAME_OF = operator.itemgetter(0)
@@ -417,7 +419,7 @@ def _split_header_block(block: str) -> tuple[list[tuple[str, str, str]], list[st
             block = _FOLD_RE.sub(" ", block)
             items = [line.partition(":") for line in block.split("\r\n")]
         return items, _line_keys(items)
-    return items, keys  # type: ignore[return-value]
+    return items, cast(list[str], keys)
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -451,7 +453,7 @@ def parse_message(data: bytes) -> Request | Response:
     headers = Headers.__new__(Headers)
     headers._items = items
     headers._index = index
-    cache: dict[str, object] = {}
+    cache: dict[str, Any] = {}
     headers._cache = cache
 
     message: Request | Response

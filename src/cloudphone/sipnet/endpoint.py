@@ -97,7 +97,7 @@ class IncomingRequest:
     def send(self, response: Response) -> None:
         if self.transaction is None:
             raise RuntimeError("an ACK is not answered")
-        self.endpoint._send_response(self.transaction, response)
+        self.endpoint.respond(self.transaction, response)
 
 
 @dataclass(eq=False)
@@ -350,15 +350,15 @@ class Endpoint:
         """§9.2: 200 to the CANCEL, 487 to the INVITE if it is still pending."""
         invite = self.layer.find_invite_for_cancel(cancel)
         if invite is None:
-            self._send_response(tx, make_response(cancel, 481))
+            self.respond(tx, make_response(cancel, 481))
             return
-        self._send_response(tx, make_response(cancel, 200, to_tag=new_tag()))
+        self.respond(tx, make_response(cancel, 200, to_tag=new_tag()))
         if invite.state is not State.PROCEEDING:
             return
         if self.on_cancel is not None:
             self.on_cancel(invite)
         else:
-            self._send_response(invite, make_response(invite.request, 487, to_tag=new_tag()))
+            self.respond(invite, make_response(invite.request, 487, to_tag=new_tag()))
 
     def _deliver(self, incoming: IncomingRequest) -> None:
         if self.on_request is None:
@@ -367,7 +367,8 @@ class Endpoint:
             return
         self.on_request(incoming)
 
-    def _send_response(self, tx: Transaction, response: Response) -> None:
+    def respond(self, tx: Transaction, response: Response) -> None:
+        """Send a response through the server transaction ``tx``."""
         assert isinstance(tx, ServerInviteTransaction | ServerNonInviteTransaction)
         actions = self.layer.send_response(tx, response, self.now())
         self._apply_all(tx, actions)

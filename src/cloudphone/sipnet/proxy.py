@@ -128,7 +128,7 @@ class StatefulProxy:
         """§16.10: CANCEL the forwarded INVITE; its 487 is relayed like any response."""
         forwarded = self._forwarded.get(invite)
         if forwarded is None:
-            self.endpoint._send_response(invite, make_response(invite.request, 487))
+            self.endpoint.respond(invite, make_response(invite.request, 487))
             return
         out, target = forwarded
         cancel = Request(
