@@ -212,3 +212,84 @@ def test_utf8_and_non_ascii_round_trip() -> None:
 def test_expires_is_capped() -> None:
     m = msg(BASE.replace("Max-Forwards: 70", "Max-Forwards: 70\r\nExpires: 4294967296"))
     assert m.headers.delta_seconds("expires") == 2**32 - 1
+
+
+# In the spirit of RFC 4475 §3.1.1.1 ("wsinv"): folding everywhere, odd case and spacing,
+# escaped quotes, compact and long forms mixed, unknown headers with unusual values.
+TORTUOUS = (
+    "INVITE sip:carol@chair.example.com;unknownparam SIP/2.0\r\n"
+    "TO :\r\n sip:carol@chair.example.com ;   tag    = 1918181833n\r\n"
+    'from   : "C Rosenberg \\\\\\""       <sip:crosen@example.com>\r\n'
+    "  ;\r\n  tag = 98asjd8\r\n"
+    "MaX-fOrWaRdS: 0068\r\n"
+    "Call-ID: wsinv.ndaksdj@192.0.2.1\r\n"
+    "Content-Length   : 4\r\n"
+    "cseq: 0009\r\n  INVITE\r\n"
+    "Via  : SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;rport;branch=390skdjuw\r\n"
+    "s :\r\n"
+    "NewFangledHeader:   newfangled value\r\n continued newfangled value\r\n"
+    "UnknownHeaderWithUnusualValue: ;;,,;;,;\r\n"
+    "Route:\r\n <sip:services.example.com;lr;unknownwith=value;unknown-no-value>\r\n"
+    "v:  SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8  ,\r\n"
+    " SIP  /    2.0   / UDP  192.168.255.111   ; branch=\r\n z9hG4bK30239\r\n"
+    'm:"Quoted string \\"\\"" <sip:crosen@192.168.0.4> ; newparam =\r\n'
+    "      newvalue ;\r\n  secondparam ; q = 0.33\r\n"
+    "\r\n"
+    "v=0\r\n"
+)
+
+# In the spirit of RFC 4475 §3.1.1.2 ("intmeth"): every token and URI character class.
+UNUSUAL = (
+    "!interesting-Method0123456789_*+`.%indeed'~ "
+    "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too."
+    "(doesn't-it)@example.com SIP/2.0\r\n"
+    "Via: SIP/2.0/TCP host1.example.com;rport;branch=z9hG4bK-.!%66*_+`'~\r\n"
+    'To: "BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f" <sip:1_unusual.URI~(to-be!sure)&isn\'t+it$/crazy?,/;;*@example.com>\r\n'
+    "From: token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;fromParam''~+*_!.-%="
+    '"\xd1\x80\xd0\xb0\xd0\xb1\xd0\xbe\xd1\x82\xd0\xb0\xd1\x8e\xd1\x89\xd0\xb8\xd0\xb9"'
+    ";tag=_token~1'+`*%!-.\r\n"
+    "Call-ID: intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{\r\n"
+    "CSeq: 139122385 !interesting-Method0123456789_*+`.%indeed'~\r\n"
+    "Max-Forwards: 255\r\n"
+    "extensionHeader-!.%*+_`'~:\xef\xbb\xbf\xe5\xa4\xa7\xe5\x81\x9c\xe9\x9b\xbb\r\n"
+    "Content-Length: 0\r\n"
+    "\r\n"
+)
+
+
+def test_tortuous_but_valid_invite() -> None:
+    m = msg(TORTUOUS)
+    assert isinstance(m, Request)
+    m.validate()
+    assert m.to_tag == "1918181833n"
+    assert m.from_tag == "98asjd8"
+    assert m.from_.display_name == 'C Rosenberg \\"'
+    assert (m.cseq.seq, m.cseq.method) == (9, "INVITE")
+    assert m.max_forwards == 68
+    vias = m.headers.vias()
+    assert [(v.transport, v.host, v.branch) for v in vias] == [
+        ("UDP", "192.0.2.2", "390skdjuw"),
+        ("TCP", "spindle.example.com", "z9hG4bK9ikj8"),
+        ("UDP", "192.168.255.111", "z9hG4bK30239"),
+    ]
+    assert m.headers.get("newfangledheader") == "newfangled value continued newfangled value"
+    (contact,) = m.headers.addresses("contact")
+    assert contact.params.get("q") == "0.33" and contact.params.get("secondparam") == ""
+    assert m.body == b"v=0\r\n"[:4]
+    assert parse_message(bytes(m)).headers.get_all("via") == m.headers.get_all("via")
+
+
+def test_unusual_but_valid_characters() -> None:
+    m = parse_message(UNUSUAL.encode("latin-1"))
+    assert isinstance(m, Request)
+    m.validate()
+    assert m.method == "!interesting-Method0123456789_*+`.%indeed'~"
+    assert isinstance(m.uri, SipURI)
+    assert m.uri.user == "1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"
+    assert m.uri.password == "&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"
+    assert m.via.branch == "z9hG4bK-.!%66*_+`'~"
+    assert m.from_tag == "_token~1'+`*%!-."
+    assert m.from_.display_name == "token1~` token2'+_ token3*%!.-"
+    assert m.call_id == "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"
+    again = parse_message(bytes(m))  # equivalent: only "name:value" became "name: value"
+    assert list(again.headers) == list(m.headers) and bytes(again) == bytes(m)
