@@ -167,3 +167,27 @@ async def test_an_export_directive_needs_the_designated_person(
         json={"action": "export"},
     )
     assert r.status_code == 422
+
+
+@pytest.mark.promise("P20")
+async def test_a_request_blocked_by_a_hold_stays_open_and_can_be_retried(
+    api: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    world = await make_world(api, await global_operator(runtime), "acme")
+    op = world.operator
+    r = await api.post("/v1/privacy/requests", headers=world.device, json={"kind": "rectify"})
+    assert r.status_code == 422  # nothing to correct: refused before anything is recorded
+    assert (await api.get("/v1/privacy/requests", headers=world.device)).json() == []
+    r = await api.post(
+        f"/v1/accounts/{world.account_id}/legal-holds", headers=op, json={"reason": "case 9"}
+    )
+    hold_id = r.json()["id"]
+    r = await api.post("/v1/privacy/requests", headers=world.device, json={"kind": "erase"})
+    request_id = r.json()["id"]
+    r = await api.post(f"/v1/privacy-requests/{request_id}/process", headers=op, json={})
+    assert r.status_code == 409
+    r = await api.get(f"/v1/privacy-requests/{request_id}", headers=op)
+    assert r.json()["state"] == "in_progress"
+    await api.post(f"/v1/legal-holds/{hold_id}/release", headers=op)
+    r = await api.post(f"/v1/privacy-requests/{request_id}/process", headers=op, json={})
+    assert r.status_code == 200 and r.json()["state"] == "done"

@@ -249,6 +249,7 @@ class PrivacyService:
         once; an erasure waits for the operator to carry it out."""
         if who.account_id is None or who.is_operator:
             raise Forbidden("this operation is for a device credential")
+        _check_inputs(body.kind, RequestProcess(changes=body.changes, directive=body.directive))
         async with self._db.transaction() as s:
             account = await self._account(s, who, who.account_id)
             request = self._new_request(account, body.kind, "app")
@@ -333,13 +334,17 @@ class PrivacyService:
     async def process_request(
         self, who: Principal | None, request_id: str, body: RequestProcess
     ) -> RequestOut:
-        """Carry out a verified request and close it."""
+        """Carry out a verified request and close it. Should the work fail (a legal hold), the
+        request stays in progress — open, counting towards its due date — and may be retried
+        or refused."""
         require_operator(who)
         now = self._clock.now()
         async with self._db.transaction() as s:
             request = await self._request(s, who, request_id)
-            request.move(RequestState.IN_PROGRESS, now)
             kind, account_id = RequestKind(request.kind), request.account_id
+            _check_inputs(kind, body)
+            if request.state != RequestState.IN_PROGRESS.value:
+                request.move(RequestState.IN_PROGRESS, now)
             tenant_id = request.tenant_id
         download_url = None
         result: dict[str, object]
@@ -624,6 +629,14 @@ class PrivacyService:
             return list(
                 (await s.scalars(select(Device.id).where(Device.account_id == account_id))).all()
             )
+
+
+def _check_inputs(kind: RequestKind, body: RequestProcess) -> None:
+    """What a kind needs, checked before the request moves."""
+    if kind is RequestKind.RECTIFY and (body.changes is None or not body.changes.model_fields_set):
+        raise InvalidInput("a rectification needs the corrected fields")
+    if kind is RequestKind.POST_MORTEM and body.directive is None:
+        raise InvalidInput("a post-mortem request needs its directive")
 
 
 def _directive_out(d: PostMortemDirective) -> DirectiveOut:
