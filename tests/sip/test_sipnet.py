@@ -259,3 +259,27 @@ async def test_tcp_message_without_content_length_closes_the_connection() -> Non
     finally:
         writer.close()
         await server.close()
+
+
+async def test_server_reaches_a_client_over_the_connection_it_came_in_on() -> None:
+    """RFC 5626 flows: a client with no listener is reachable through its own connection."""
+    server = Endpoint()
+    host, port = await server.listen("TCP")
+    client = Endpoint()  # never listens
+    arrived: list[IncomingRequest] = []
+    server.on_request = lambda incoming: (arrived.append(incoming), incoming.respond(200))[-1]
+
+    def client_answers(incoming: IncomingRequest) -> None:
+        incoming.respond(200, headers=[("X-Answered-By", "client")])
+
+    client.on_request = client_answers
+    try:
+        await client.request(options(f"sip:{host}:{port}"), Target("TCP", host, port))
+        flow = arrived[0].flow
+        back = options(f"sip:client@{flow.remote[0]}:{flow.remote[1]}")
+        response = await server.request(back, Target("TCP", *flow.remote))  # via the flow table
+        assert response.headers.get("x-answered-by") == "client"
+        assert len(client.flows) == 1 and len(server.flows) == 1  # no second connection
+    finally:
+        await client.close()
+        await server.close()
