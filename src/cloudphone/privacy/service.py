@@ -117,7 +117,9 @@ class PrivacyService:
             await asyncio.sleep(self.config.purge_interval_s)
 
     async def housekeeping(self) -> RetentionOut:
-        """One run of the job: retention purge, expired export links, pending notices."""
+        """One run of the job: erasures replayed (a restored backup is caught even if nobody
+        ran ``replay-erasures``), retention purge, expired export links, pending notices."""
+        await self.replay_erasures()
         report = await self.retention(dry_run=False)
         await self.notices.deliver_pending_notices()
         return report
