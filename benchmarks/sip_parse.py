@@ -20,6 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sipmessage import Message
+from sippy.SipRequest import SipRequest
+from sippy.SipResponse import SipResponse
+
+from cloudphone.sip import parse_message
+
 SDP = (
     b"v=0\r\no=alice 2890844526 2890844526 IN IP4 192.0.2.10\r\ns=-\r\n"
     b"c=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 49170 RTP/AVP 0 8 101\r\n"
@@ -93,8 +99,6 @@ Key = tuple[Any, ...]
 
 
 def cloudphone_key(data: bytes) -> Key:
-    from cloudphone.sip import parse_message
-
     msg = parse_message(data)
     via = msg.via
     cseq = msg.cseq
@@ -102,9 +106,6 @@ def cloudphone_key(data: bytes) -> Key:
 
 
 def sippy_key(data: bytes) -> Key:
-    from sippy.SipRequest import SipRequest
-    from sippy.SipResponse import SipResponse
-
     text = data.decode()
     msg = SipResponse(text) if text.startswith("SIP/") else SipRequest(text)
     via = msg.getHFBody("via")
@@ -121,8 +122,6 @@ def sippy_key(data: bytes) -> Key:
 
 
 def sipmessage_key(data: bytes) -> Key:
-    from sipmessage import Message
-
     msg = Message.parse(data)
     via = msg.via[0]
     cseq = msg.cseq
