@@ -22,6 +22,8 @@ from cloudphone.testing.peers import missing_peer
 __all__ = ["KamailioInstance", "free_port", "run_kamailio"]
 
 LOOPBACK = "127.0.0.1"
+# the project's peer configuration, when running from a source checkout
+PEERS = Path(__file__).resolve().parents[3] / "tests" / "peers" / "kamailio"
 TLS_MODULE = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so")
 DEFAULT_USERS = {
     "alice": "alice-secret",
@@ -113,14 +115,19 @@ def run_kamailio(
     rundir: Path,
     *,
     binary: str,
-    config: Path,
-    dbtext: Path,
+    config: Path = PEERS / "kamailio.cfg",
+    dbtext: Path = PEERS / "dbtext",
     certificate: tuple[Path, Path] | None = None,
     defines: tuple[str, ...] = (),
     shm_mb: int = 64,
     start_timeout: float = 15.0,
 ) -> Iterator[KamailioInstance]:
-    """Start Kamailio in ``rundir`` on free ports and stop it (SIGTERM, then SIGKILL)."""
+    """Start Kamailio in ``rundir`` on free ports and stop it (SIGTERM, then SIGKILL).
+
+    ``certificate`` (cert file, key file) adds a TLS listener; ``defines`` are the config's
+    ``-A`` switches (``WITH_CALLAUTH``, ``WITH_DEBUG`` ...). Users are in ``dbtext``
+    (alice/alice-secret, bob/bob-secret, carol/carol-secret, gateway/gateway-secret).
+    """
     rundir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(rundir / "dbtext", ignore_errors=True)
     shutil.copytree(dbtext, rundir / "dbtext")
