@@ -283,3 +283,23 @@ async def test_server_reaches_a_client_over_the_connection_it_came_in_on() -> No
     finally:
         await client.close()
         await server.close()
+
+
+async def test_keep_alive_counts_pongs_and_closes_a_silent_flow() -> None:
+    server = Endpoint()
+    host, port = await server.listen("TCP")
+    client = Endpoint()
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # never answers
+    silent_port = silent.sockets[0].getsockname()[1]
+    try:
+        live = await client.flow_to(Target("TCP", host, port))
+        client.keep_alive(live, interval=0.05, timeout=0.03)
+        dead = await client.flow_to(Target("TCP", "127.0.0.1", silent_port))
+        client.keep_alive(dead, interval=0.05, timeout=0.03)
+        await asyncio.sleep(0.4)
+        assert live.pongs >= 3 and not live.closed  # type: ignore[attr-defined]
+        assert dead.closed
+    finally:
+        silent.close()
+        await client.close()
+        await server.close()

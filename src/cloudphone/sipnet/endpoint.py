@@ -249,6 +249,36 @@ class Endpoint:
             params = (("transport", transport.lower()),)
         return SipURI(host, user=user, port=port, params=params)
 
+    def keep_alive(self, flow: Flow, interval: float = 25.0, timeout: float = 10.0) -> None:
+        """RFC 5626 §4.4.1 keep-alive on a TCP/TLS flow: a CRLFCRLF ping every ``interval``
+        seconds; a flow whose pong does not come within ``timeout`` is closed, so that the
+        next request opens a new one (and a registration notices through its refresh)."""
+        if not isinstance(flow, StreamFlow):
+            raise ValueError("CRLF keep-alives are for stream flows")
+        if timeout >= interval:
+            raise ValueError("timeout must be shorter than interval")
+
+        def ping(now: float) -> None:
+            if flow.closed:
+                return
+            before = flow.pongs
+            try:
+                flow.ping()
+            except ConnectionError:
+                return
+            self.scheduler.call_at(now + timeout, lambda t: verify(t, before))
+
+        def verify(now: float, before: int) -> None:
+            if flow.closed:
+                return
+            if flow.pongs == before:
+                log.info("sip.keepalive.lost", remote=flow.remote, transport=flow.transport)
+                flow.close()
+                return
+            self.scheduler.call_at(now + interval - timeout, ping)
+
+        self.scheduler.call_at(self.now() + interval, ping)
+
     # -- client side -------------------------------------------------------------------------
     async def request(
         self,

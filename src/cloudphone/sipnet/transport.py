@@ -20,6 +20,7 @@ from cloudphone.sip.framing import (
     PONG,
     BadMessage,
     KeepAlivePing,
+    KeepAlivePong,
     MessageReceived,
     StreamBroken,
     StreamFramer,
@@ -132,6 +133,11 @@ class StreamFlow(asyncio.Protocol, Flow):
         self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.remote = ("", 0)
         self.local = ("", 0)
+        self.pongs = 0  # RFC 5626 §4.4.1 pongs received for our pings
+
+    def ping(self) -> None:
+        """Send a CRLFCRLF keep-alive; the peer's CRLF answer increments :attr:`pongs`."""
+        self.send(self.framer.ping())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._stream = cast(asyncio.Transport, transport)
@@ -149,6 +155,8 @@ class StreamFlow(asyncio.Protocol, Flow):
                 self.on_message(event.message, self)
             elif isinstance(event, KeepAlivePing):
                 self.send(PONG)
+            elif isinstance(event, KeepAlivePong):
+                self.pongs += 1
             elif isinstance(event, BadMessage):
                 _answer_bad_request(event.data, event.error, self)
             elif isinstance(event, StreamBroken):
