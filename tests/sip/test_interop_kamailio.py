@@ -22,6 +22,7 @@ from cloudphone.sip.registration import (
     Unregistered,
 )
 from cloudphone.sipnet import Endpoint, IncomingRequest, RegistrationRunner, Target
+from cloudphone.sipnet.transport import StreamFlow
 from cloudphone.testing.kamailio import KamailioInstance, free_port
 from cloudphone.testing.sipp import Sipp
 
@@ -85,6 +86,18 @@ async def test_register_refresh_unregister(
     contact = str(endpoint.contact_uri(transport, "alice"))
     assert contact.split("@")[1] in kamailio.kamcmd("ul.lookup", "location", "alice")
     assert await runner.events.get() == first
+
+    if transport != "UDP":
+        # RFC 5626 §4.4.1: Kamailio answers our CRLFCRLF ping on the registration's flow
+        target = kamailio_target(kamailio, transport)
+        flow = endpoint.flows.get((transport, target.host, target.port))
+        assert isinstance(flow, StreamFlow)
+        flow.ping()
+        for _ in range(50):
+            if flow.pongs:
+                break
+            await asyncio.sleep(0.02)
+        assert flow.pongs == 1
 
     refreshed = await asyncio.wait_for(runner.events.get(), 10)
     assert isinstance(refreshed, Registered) and refreshed.expires == 60
