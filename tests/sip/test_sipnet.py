@@ -303,3 +303,21 @@ async def test_keep_alive_counts_pongs_and_closes_a_silent_flow() -> None:
         silent.close()
         await client.close()
         await server.close()
+
+
+async def test_concurrent_requests_share_one_new_connection() -> None:
+    server = Endpoint()
+    host, port = await server.listen("TCP")
+    server.on_request = lambda incoming: incoming.respond(200)
+    client = Endpoint()
+    try:
+        target = Target("TCP", host, port)
+        first, second = await asyncio.gather(
+            client.request(options(f"sip:a@{host}:{port}"), target),
+            client.request(options(f"sip:b@{host}:{port}"), target),
+        )
+        assert first.status_code == second.status_code == 200
+        assert len(server.flows) == 1  # one inbound connection, not two
+    finally:
+        await client.close()
+        await server.close()

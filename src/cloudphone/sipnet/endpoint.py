@@ -37,6 +37,7 @@ from cloudphone.sipnet.resolver import Resolver, Target
 from cloudphone.sipnet.scheduler import Scheduler, TimerEntry
 from cloudphone.sipnet.transport import (
     Flow,
+    FlowKey,
     FlowTable,
     StreamFlow,
     UDPFlow,
@@ -134,6 +135,7 @@ class Endpoint:
         self._listen: dict[str, tuple[str, int]] = {}
         self._pending: dict[Transaction, _Pending] = {}
         self._acks: dict[tuple[str, int], tuple[Request, Flow]] = {}
+        self._connecting: dict[FlowKey, asyncio.Future[Flow]] = {}
 
     # -- set-up ------------------------------------------------------------------------------
     @property
@@ -206,6 +208,18 @@ class Endpoint:
                     "UDP", "127.0.0.1" if target.host.startswith("127.") else "0.0.0.0"
                 )
             return self.flows.udp_flow(self._udp[0], (target.host, target.port))
+        key = (target.transport, target.host, target.port)
+        pending = self._connecting.get(key)
+        if pending is not None:  # another request is already connecting there: share it
+            return await asyncio.shield(pending)
+        connecting = asyncio.ensure_future(self._connect(target))
+        self._connecting[key] = connecting
+        try:
+            return await connecting
+        finally:
+            self._connecting.pop(key, None)
+
+    async def _connect(self, target: Target) -> Flow:
         loop = asyncio.get_running_loop()
         tls = target.transport == "TLS"
         _, flow = await loop.create_connection(
@@ -319,7 +333,14 @@ class Endpoint:
             request.headers.prepend("Via", self._via(flow, new_branch()))
         flow.send(bytes(request))
         if request.method == "ACK":
-            self._acks[(request.call_id, request.cseq.seq)] = (request, flow)
+            # kept to answer 2xx retransmissions, for as long as the INVITE's Timer M (RFC 6026)
+            key = (request.call_id, request.cseq.seq)
+            self._acks[key] = (request, flow)
+
+            def forget(_now: float) -> None:
+                self._acks.pop(key, None)
+
+            self.scheduler.call_at(self.now() + 64 * self.layer.timers.t1, forget)
         return flow
 
     # -- receiving ---------------------------------------------------------------------------
