@@ -56,3 +56,17 @@ def sipp(tmp_path: Path) -> Iterator[Sipp]:
     runner = Sipp(require_binary("sipp"), scenarios=PEERS / "sipp", workdir=tmp_path)
     yield runner
     runner.stop_all()
+
+
+@pytest.fixture(scope="session")
+def kamailio_callauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KamailioInstance]:
+    """A second Kamailio that also challenges INVITEs of local users with 407 (UDP/TCP only)."""
+    binary = require_binary("kamailio")
+    with run_kamailio(
+        tmp_path_factory.mktemp("kamailio-callauth"),
+        binary=binary,
+        config=PEERS / "kamailio" / "kamailio.cfg",
+        dbtext=PEERS / "kamailio" / "dbtext",
+        defines=("WITH_CALLAUTH",),
+    ) as instance:
+        yield instance

@@ -14,7 +14,7 @@ import pytest
 
 from cloudphone.sip import Request, SipURI, parse_uri
 from cloudphone.sip.dialog import Dialog
-from cloudphone.sip.digest import Credentials
+from cloudphone.sip.digest import Credentials, DigestClient
 from cloudphone.sip.registration import (
     Registered,
     RegistrationClient,
@@ -227,3 +227,49 @@ async def test_cloudphone_as_uac_towards_a_sipp_uas(
 def _kamailio_route(kamailio: KamailioInstance, transport: str) -> str:
     params = "" if transport == "UDP" else f";transport={transport.lower()}"
     return f"sip:{kamailio.host}:{kamailio.port_for(transport)}{params};lr"
+
+
+async def test_uac_answers_a_407_proxy_challenge(
+    kamailio_callauth: KamailioInstance, endpoint: Endpoint, sipp: Sipp
+) -> None:
+    """INVITE → 407 (the transaction ACKs it) → INVITE with Proxy-Authorization → 200."""
+    kamailio = kamailio_callauth
+    await endpoint.listen("UDP")
+    uas_port = free_port()
+    callee = sipp.start("uas_call_fast.xml", local_port=uas_port)
+    sipp.wait_listening(uas_port)
+    runner = registration(
+        endpoint, kamailio, "UDP", user="bob", contact=sip_uri(f"sip:bob@127.0.0.1:{uas_port}")
+    )
+    assert isinstance(await runner.start(), Registered)
+    target = kamailio_target(kamailio, "UDP")
+
+    def invite(seq: int) -> Request:
+        return Request(
+            "INVITE",
+            f"sip:bob@{kamailio.domain}",
+            [
+                ("From", f"<sip:alice@{kamailio.domain}>;tag=cp-auth"),
+                ("To", f"<sip:bob@{kamailio.domain}>"),
+                ("Call-ID", f"auth-{uas_port}"),
+                ("CSeq", f"{seq} INVITE"),
+                ("Contact", f"<{endpoint.contact_uri('UDP', 'alice')}>"),
+            ],
+        )
+
+    first = invite(1)
+    challenge = await endpoint.request(first, target)
+    assert challenge.status_code == 407
+    second = invite(2)
+    digest = DigestClient(Credentials("alice", kamailio.users["alice"]))
+    assert digest.authorize(second, challenge)
+    assert "proxy-authorization" in second.headers
+    ok = await endpoint.request(second, target)
+    assert ok.status_code == 200, ok
+    dialog = Dialog.from_uac_response(second, ok)
+    await endpoint.send_stateless(dialog.ack(second.cseq.seq))
+    bye = await endpoint.request(dialog.request("BYE"))
+    assert bye.status_code == 200
+    code = await asyncio.to_thread(callee.wait, 15)
+    await runner.stop()
+    assert code == 0, callee.diagnostics() + kamailio.log_tail()
