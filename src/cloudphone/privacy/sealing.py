@@ -2,8 +2,12 @@
 
 Each data subject (an account) has one random 256-bit data key, stored only wrapped by the
 master keyring in ``subject_keys``. A sealed field's value is AES-256-GCM under that key, bound
-(AAD) to its table, column and subject. Erasing the subject deletes the wrapped key, so every
-copy of its sealed values — including those in old backups — becomes unreadable.
+(AAD) to its table, column and subject. Erasing the subject deletes the wrapped key, so any
+copy of its sealed values left behind — freed pages, WAL, dead tuples, export files, logs of a
+replica — is unreadable. A backup taken before the erasure still holds the wrapped key: after a
+restore the erasure ledger is replayed (``cloudphone privacy replay-erasures``, and the periodic
+job), which shreds it again; a backup never restored is only readable with the master key,
+which is kept outside backups.
 
 To the rest of the code a sealed field is a plain attribute (``account.address_of_record``):
 the value is sealed in ``before_flush`` and opened when the row loads, so domains that read or
@@ -34,7 +38,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from cloudphone.core.clock import Clock
 from cloudphone.core.crypto import CryptoError, Keyring
 from cloudphone.core.datamap import not_personal
-from cloudphone.store.db import Base, UTCDateTime
+from cloudphone.store.db import Base, UTCDateTime, new_id
 
 _VERSION = "sk1"
 _NONCE = 12
@@ -254,6 +258,8 @@ class SubjectVault:
         """The plaintext, or None when there is none or the subject's key was shredded."""
         if token is None or token == _PENDING:
             return None
+        if token == "":
+            return ""  # a column default never sealed: nothing to open
         key = self._key(session, subject_id, None, create=False)
         if key is None:
             return None
@@ -294,9 +300,7 @@ def _seal_pending(session: Session, _ctx: Any, _instances: Any) -> None:
                 continue
             subject = getattr(obj, field.subject_attr)
             if subject is None and field.subject_attr == "id":
-                from cloudphone.store.db import new_id
-
-                subject = new_id()
+                subject = new_id()  # the row's own id is its subject: assign it now
                 obj.id = subject
             table = type(obj).__table__.name
             setattr(
