@@ -161,7 +161,11 @@ async def test_the_export_reaches_every_personal_column_and_keeps_ciphertext_enc
     assert account["notice_email"] == subject.email
     instance = export["tables"]["push_instances"]["rows"][0]
     # Encrypted items are provided only in encrypted form (the policy's words).
-    assert export["tables"]["push_instances"]["columns"]["password_sealed"]["encrypted"]
+    columns = export["tables"]["push_instances"]["columns"]
+    assert columns["password_sealed"]["provided_as"] == "ciphertext"
+    assert (
+        export["tables"]["accounts"]["columns"]["address_of_record"]["provided_as"] == "plaintext"
+    )
     assert subject.sip_password not in json.dumps(instance)
 
 

@@ -56,7 +56,11 @@ class Account(Base):
         "address_of_record",
         Text,
         info=personal(
-            "user.account.username", purpose="service", retention="account", subject_key=True
+            "user.account.username",
+            purpose="service",
+            retention="account",
+            subject_key=True,
+            encrypted=True,
         )
         | sealed(),
     )
@@ -68,13 +72,15 @@ class Account(Base):
         "display_name",
         Text,
         default="",
-        info=personal("user.name", purpose="service", retention="account") | sealed(),
+        info=personal("user.name", purpose="service", retention="account", encrypted=True)
+        | sealed(),
     )
     _notice_email: Mapped[str | None] = mapped_column(
         "notice_email",
         Text,
         nullable=True,
-        info=personal("user.contact.email", purpose="service", retention="account") | sealed(),
+        info=personal("user.contact.email", purpose="service", retention="account", encrypted=True)
+        | sealed(),
     )
     address_of_record: SealedField[str] = SealedField(
         "_address_of_record", subject_attr="id", index_attr="aor_index"
@@ -113,13 +119,15 @@ class Device(Base):
         "call_push_token",
         Text,
         nullable=True,
-        info=personal("user.device.device_id", purpose="push", retention="device") | sealed(),
+        info=personal("user.device.device_id", purpose="push", retention="device", encrypted=True)
+        | sealed(),
     )
     _notice_push_token: Mapped[str | None] = mapped_column(
         "notice_push_token",
         Text,
         nullable=True,
-        info=personal("user.device.device_id", purpose="push", retention="device") | sealed(),
+        info=personal("user.device.device_id", purpose="push", retention="device", encrypted=True)
+        | sealed(),
     )
     # Blind indexes: a push service reports a dead token by value (see SealedField).
     call_push_token_index: Mapped[str | None] = mapped_column(

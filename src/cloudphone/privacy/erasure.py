@@ -58,7 +58,7 @@ async def build_export(
     s: AsyncSession, metadata: MetaData, vault: SubjectVault, account_id: str
 ) -> dict[str, Any]:
     """Every personal column of every row of the subject, per table. Sealed fields are opened
-    (the server holds their key); fields declared ``encrypted`` stay ciphertext, as promised."""
+    (the server holds their key for the subject); other encrypted fields stay ciphertext."""
     tables: dict[str, Any] = {}
     for table in personal_tables(metadata):
         link = subject_link(table, metadata)
@@ -88,6 +88,11 @@ async def build_export(
                     "purpose": decl.purpose,
                     "retention": decl.retention,
                     "encrypted": decl.encrypted,
+                    # Sealed under the subject's key: opened for the subject. Otherwise
+                    # encrypted: provided only in its encrypted form, as the policy says.
+                    "provided_as": "ciphertext"
+                    if decl.encrypted and not is_sealed(column.info)
+                    else "plaintext",
                 }
                 for column, decl in columns
             },

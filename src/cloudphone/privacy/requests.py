@@ -114,7 +114,8 @@ class PostMortemDirective(Base):
         "designated_contact",
         Text,
         nullable=True,
-        info=personal("user.contact.email", purpose="service", retention="account") | sealed(),
+        info=personal("user.contact.email", purpose="service", retention="account", encrypted=True)
+        | sealed(),
     )
     designated_contact: SealedField[str | None] = SealedField(
         "_designated_contact", subject_attr="account_id"
