@@ -87,6 +87,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "data_dir": data_dir,
         "master_key": TEST_KEYRING,
         "public_url": "https://cloudphone.test",
+        "gateway": {"sip_port": 0},  # an ephemeral port: tests run side by side
     }
     values.update(overrides)
     return Settings(**values)
@@ -115,13 +116,18 @@ async def runtime(
     try:
         yield rt
     finally:
-        async with rt.db.transaction() as s:
-            if rt.db.dialect == "postgresql":
-                # The audit trail refuses DELETE (append-only) unless a purge cut-off is set.
-                await s.execute(text("SET LOCAL cloudphone.audit_purge_before = 'infinity'"))
-            for table in reversed(metadata().sorted_tables):
-                await s.execute(delete(table))
+        await empty_database(rt)
         await rt.close()
+
+
+async def empty_database(rt: Runtime) -> None:
+    """Leave the session's database empty for the next test."""
+    async with rt.db.transaction() as s:
+        if rt.db.dialect == "postgresql":
+            # The audit trail refuses DELETE (append-only) unless a purge cut-off is set.
+            await s.execute(text("SET LOCAL cloudphone.audit_purge_before = 'infinity'"))
+        for table in reversed(metadata().sorted_tables):
+            await s.execute(delete(table))
 
 
 @pytest.fixture

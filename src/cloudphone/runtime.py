@@ -55,10 +55,10 @@ class Runtime:
         )
         accounts = AccountsService(db, clock, settings.public_url)
         hook = _TokenDeadHook()
-        push = PushDispatcher(settings.push, on_token_dead=hook)
+        push = PushDispatcher(settings.push, on_token_dead=hook, clock=clock)
         g = settings.gateway
         if upstream is None:
-            upstream = RegistrationEngine(clock=clock, local_host=g.sip_host)
+            upstream = RegistrationEngine(clock=clock, local_host=g.sip_host, udp_port=g.sip_port)
         instances = PushInstanceService(
             db,
             clock,

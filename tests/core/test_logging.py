@@ -28,6 +28,7 @@ from cloudphone.core.logging import MASK, configure_logging, get_logger, redact_
         ("mail carol@example.com", "carol"),
         ("apns token " + "a1" * 32, "a1a1a1a1"),
         ("pn-prid=0f3b2c; pn-provider=apns", "0f3b2c"),
+        ("row ('v1.k1.y-G4r2gzzfoXpJJg7f9Jd7J_2Jy.c7EQbOWnjXqBSKPa4ksSiJw5hky0q', 1)", "y-G4r2"),
     ],
 )
 def test_redact_text_removes_secrets_and_personal_data(text: str, secret: str) -> None:
@@ -77,6 +78,13 @@ def test_standard_library_records_go_through_the_same_redaction() -> None:
     out = stream.getvalue()
     assert "hunter2" not in out and "5551234567" not in out
     assert "auth failed" in out
+
+
+def test_database_drivers_never_log_statement_parameters() -> None:
+    stream = _capture("debug")
+    logging.getLogger("aiosqlite").debug("executing INSERT ... ('alice-secret',)")
+    logging.getLogger("sqlalchemy.engine").info("[generated] ('alice-secret',)")
+    assert "alice-secret" not in stream.getvalue()
 
 
 def test_exception_text_is_redacted() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,11 +11,16 @@ import pytest
 from sqlalchemy import select
 
 from cloudphone.accounts.models import Device
+from cloudphone.api.app import create_app
 from cloudphone.core.clock import FakeClock
 from cloudphone.gateway.models import PushInstance
-from cloudphone.push import PushToken, TokenDead
+from cloudphone.push import AppPushConfig, FcmConfig, PushConfig, PushToken, TokenDead
 from cloudphone.runtime import Runtime
+from cloudphone.store.migrate import upgrade
+from cloudphone.testing.fcm import LocalFcm, make_service_account
+from cloudphone.testing.tls import TestCertificates
 from tests.accounts.helpers import World, global_operator, make_world
+from tests.conftest import empty_database, make_settings
 from tests.gateway.conftest import RecordingUpstream
 
 PASSWORD = "alice-Secret-9f1c"
@@ -264,3 +270,54 @@ async def test_operator_sees_instance_state_only_in_own_tenant(
     assert r.status_code == 404
     r = await api.get(f"/v1/tenants/{world.tenant_id}/push-instances", headers=other.operator)
     assert r.status_code == 404
+
+
+async def test_expiry_warnings_reach_the_local_fcm_server(
+    database_url: str, tmp_path: Path, upstream: RecordingUpstream
+) -> None:
+    """The warning is a real FCM HTTP v1 request (OAuth, TLS, HTTP/2), not a log line. The
+    clock stays at the real time (the OAuth assertion must be fresh); the instance is brought
+    near its end by shortening its lifetime in the database instead."""
+    clock = FakeClock(datetime.now(UTC))
+    certs = TestCertificates(tmp_path)
+    async with LocalFcm(certs) as fcm:
+        account = make_service_account(tmp_path, "cloudphone-test")
+        fcm.trust(account, "cloudphone-test")
+        push = PushConfig(
+            apps={
+                "com.example.phone": AppPushConfig(
+                    sender="services",
+                    fcm=FcmConfig(
+                        project_id="cloudphone-test",
+                        service_account_file=account.path,
+                        endpoint=fcm.base_url,
+                        token_uri=fcm.token_uri,
+                        ca_file=certs.ca_file,
+                    ),
+                )
+            },
+            default_app=None,
+        )
+        rt = Runtime.build(
+            make_settings(database_url, tmp_path / "data", push=push),
+            clock=clock,
+            upstream=upstream,
+        )
+        await upgrade(rt.db)
+        transport = httpx.ASGITransport(app=create_app(rt))
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="https://cp.test") as api:
+                world = await _world(api, rt)
+                body = hand_over()
+                r = await api.put("/v1/device/push-instance", headers=world.device, json=body)
+                assert r.status_code == 201
+            async with rt.db.transaction() as s:
+                instance = (await s.scalars(select(PushInstance))).one()
+                instance.expires_at = clock.now() + timedelta(hours=23)
+            assert len((await rt.gateway.instances.sweep()).warned) == 1
+            [received] = fcm.received
+            assert received.token == body["push"]["notice_push_token"]
+            assert received.message["data"]["type"] == "instance_expiring"
+        finally:
+            await empty_database(rt)
+            await rt.close()

@@ -43,6 +43,7 @@ device_app = typer.Typer(no_args_is_help=True, help="Devices of an account.")
 token_app = typer.Typer(no_args_is_help=True, help="Operator API tokens.")
 privacy_app = typer.Typer(no_args_is_help=True, help="Privacy operations.")
 provision_app = typer.Typer(no_args_is_help=True, help="Onboarding the app.")
+instances_app = typer.Typer(no_args_is_help=True, help="Push instances of the gateway.")
 for sub, name in (
     (db_app, "db"),
     (config_app, "config"),
@@ -52,6 +53,7 @@ for sub, name in (
     (token_app, "token"),
     (privacy_app, "privacy"),
     (provision_app, "provision"),
+    (instances_app, "instances"),
 ):
     app.add_typer(sub, name=name)
 
@@ -273,6 +275,28 @@ def provision_qr(
         qr = qrcode.QRCode(border=1)
         qr.add_data(issued.qr_payload)
         qr.print_ascii(out=sys.stdout)
+
+
+@instances_app.command("list")
+@_one_line_errors
+def instances_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's instances.")] = None,
+) -> None:
+    """Push instances with their registration state (registered / failing + SIP status)."""
+
+    async def work(rt: Runtime) -> list[Any]:
+        if tenant is None:
+            return await rt.gateway.instances.list_all()
+        return await rt.gateway.instances.list_for_tenant(None, tenant)
+
+    rows = _with_runtime(work)
+    typer.echo(f"{'instance':32}  {'state':11}  {'sip':>3}  {'expires_at':25}  registrar")
+    for row in rows:
+        status = str(row.last_sip_status or "-")
+        typer.echo(
+            f"{row.id:32}  {row.state.value:11}  {status:>3}  "
+            f"{row.expires_at.isoformat():25}  {row.registrar} ({row.transport.value})"
+        )
 
 
 @privacy_app.command("datamap")

@@ -51,6 +51,8 @@ _SCRUBBERS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Dates, times, IP addresses and ports do not match: they break the run with '-', ':', '.'.
     (re.compile(r"(?<![\w+])\+\d[\d\- ()]{5,18}\d(?!\w)"), MASK),
     (re.compile(r"(?<![\w.:/-])\d{7,15}(?![\w.:-])"), MASK),
+    # Sealed values (core.crypto): ciphertext is still secret material.
+    (re.compile(r"\bv1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"), MASK),
     # Long opaque hex/base64 strings look like push tokens or keys.
     (re.compile(r"\b[0-9a-fA-F]{40,}\b"), MASK),
 )
@@ -138,8 +140,10 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: Any = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access",):
-        logging.getLogger(noisy).propagate = True
+    # Database drivers log statements with their parameters at DEBUG: personal data and
+    # sealed secrets. They never log below WARNING, whatever the service's level.
+    for chatty in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

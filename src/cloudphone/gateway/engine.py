@@ -20,6 +20,8 @@ import contextlib
 import random
 import secrets
 import ssl
+import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +57,8 @@ class EngineTuning:
     unregister_timeout_s: float = 2.0
     keepalive_interval_s: float = 25.0  # CRLF on streams, OPTIONS on UDP (per destination)
     state_flush_interval_s: float = 0.5
+    max_in_flight: int = 200  # REGISTER transactions outstanding at once, all registrars
+    nonce_reuse_s: float = 120.0  # offer a registrar's last nonce this long (§22.3)
     timers: Timers = field(default_factory=Timers)
 
 
@@ -177,6 +181,8 @@ class RegistrationEngine:
         self._addresses: dict[str, str] = {}
         self._udp_destinations: set[tuple[str, int, str]] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._waiting: deque[tuple[_Binding, Request, tuple[str, int, str]]] = deque()
+        self._challenges: dict[tuple[str, int, str], tuple[Response, float]] = {}
         self.inbound: InboundHandler | None = None
 
     # -- Upstream -------------------------------------------------------------------------
@@ -242,7 +248,12 @@ class RegistrationEngine:
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)  # held until done, or the loop may collect it mid-flight
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("registration engine task failed", exc_info=task.exception())
 
     # -- sending --------------------------------------------------------------------------
 
@@ -289,6 +300,14 @@ class RegistrationEngine:
             self._failed(binding, 503)
             return
         request = self._build_register(binding, dest, local)
+        continuing = challenge is not None
+        if challenge is None:
+            # RFC 3261 §22.3: credentials may be offered before being challenged. The last
+            # challenge from this registrar spares every other registration a round trip;
+            # a registrar that wants a fresh nonce answers 401 and we go the long way.
+            cached = self._challenges.get(dest)
+            if cached is not None and time.monotonic() - cached[1] < self.tuning.nonce_reuse_s:
+                challenge = cached[0]
         if challenge is not None:
             client = DigestClient(
                 Credentials(binding.target.auth_username.decode(), binding.target.password.decode())
@@ -296,6 +315,17 @@ class RegistrationEngine:
             if not client.authorize(request, challenge):
                 self._failed(binding, challenge.status_code)
                 return
+            binding.answered_nonce = client.challenges(challenge)[0].nonce
+        if len(self._by_branch) >= self.tuning.max_in_flight:
+            # Flow control: a burst of thousands of instances must not overflow the
+            # registrar's receive buffer (and then retransmit for 32 s). Continuations of a
+            # registration already under way go first.
+            entry = (binding, request, dest)
+            if continuing:
+                self._waiting.appendleft(entry)
+            else:
+                self._waiting.append(entry)
+            return
         self._start_transaction(binding, request, dest)
 
     def _build_register(
@@ -350,6 +380,11 @@ class RegistrationEngine:
             elif isinstance(action, Deliver):
                 assert isinstance(action.message, Response)
                 self._on_response(binding, action.message)
+                if action.message.status_code >= 200:
+                    # Done for us: Timer K would only absorb retransmitted responses, and an
+                    # unmatched one is dropped anyway. Free the flow-control slot now.
+                    self._drop_tx(binding, tx)
+                    return
             elif isinstance(action, Timeout | TransportError):
                 self._drop_tx(binding, tx)
                 self._failed(binding, 408 if isinstance(action, Timeout) else 503)
@@ -372,6 +407,10 @@ class RegistrationEngine:
         if binding.tx is tx:
             binding.tx = None
         self._by_branch.pop(tx.request.via.branch or "", None)
+        while self._waiting and len(self._by_branch) < self.tuning.max_in_flight:
+            waiting, request, dest = self._waiting.popleft()
+            if self._bindings.get(waiting.target.instance_id) is waiting:
+                self._start_transaction(waiting, request, dest)
 
     def _transmit(self, data: bytes, dest: tuple[str, int, str]) -> bool:
         if dest[2] == "udp":
@@ -492,6 +531,9 @@ class RegistrationEngine:
             self._schedule(binding, delay)
             self._report(binding, True, code, granted)
         elif code in (401, 407) and self._fresh_challenge(binding, response):
+            dest = binding.tx.context if binding.tx is not None else None
+            if isinstance(dest, tuple):
+                self._challenges[dest] = (response, time.monotonic())
             self._spawn(self._send_register(binding, response))
         elif code == 423:
             minimum = response.headers.delta_seconds("min-expires")
@@ -513,7 +555,11 @@ class RegistrationEngine:
         if not challenges:
             return False
         first = challenges[0]
-        if first.nonce == binding.answered_nonce and not first.stale:
+        tx = binding.tx
+        carried_credentials = tx is not None and (
+            "authorization" in tx.request.headers or "proxy-authorization" in tx.request.headers
+        )
+        if carried_credentials and first.nonce == binding.answered_nonce and not first.stale:
             return False
         binding.answered_nonce = first.nonce
         return True
