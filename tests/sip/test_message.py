@@ -136,6 +136,8 @@ def test_ipv6_reference_in_request_uri() -> None:
         (("Via: SIP/2.0/UDP", "Via: HTTP/1.1/UDP"), 400),
         (("Max-Forwards: 70\r\n", "Max-Forwards 70\r\n"), 400),
         (("\r\n\r\n", "\r\n"), 400),
+        (("<sip:alice@pc33.atlanta.example.com>", "<sip:alice@>"), 400),
+        (("To: Bob <sip:bob@biloxi.example.com>", "To: Bob <sip:bob@[::1>"), 400),
     ],
 )
 def test_malformed_messages_are_rejected(mutation: tuple[str, str], status: int) -> None:

@@ -321,3 +321,19 @@ async def test_concurrent_requests_share_one_new_connection() -> None:
     finally:
         await client.close()
         await server.close()
+
+
+async def test_request_with_a_malformed_contact_gets_400() -> None:
+    server = Endpoint()
+    host, port = await server.listen("UDP")
+    handled: list[IncomingRequest] = []
+    server.on_request = handled.append
+    client = Endpoint()
+    try:
+        bad = options(f"sip:{host}:{port}")
+        bad.headers.add("Contact", "<sip:broken@>")  # only parsed on demand: validate() finds it
+        response = await client.request(bad, Target("UDP", host, port))
+        assert response.status_code == 400 and handled == []
+    finally:
+        await client.close()
+        await server.close()

@@ -274,12 +274,13 @@ class Message:
         malformed (parsing is otherwise lazy)."""
         h = self.headers
         h.vias()
-        self.from_  # noqa: B018 - parsing for validation
-        self.to  # noqa: B018
+        # URIs inside name-addrs are parsed lazily too: touch them
+        self.from_.uri  # noqa: B018
+        self.to.uri  # noqa: B018
         for name in ("contact", "route", "record-route"):
             for value in h.get_all(name):
                 if value != "*":
-                    Address.parse(value)
+                    Address.parse(value).uri  # noqa: B018
         for name in ("expires", "min-expires", "max-forwards"):
             h.delta_seconds(name)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from cloudphone.sip.errors import SIPSyntaxError
 from cloudphone.sip.headers import BRANCH_MAGIC, Address, Via
 from cloudphone.sip.message import Request, Response, make_response
 from cloudphone.sip.transaction import (
@@ -42,6 +43,7 @@ from cloudphone.sipnet.transport import (
     StreamFlow,
     UDPFlow,
     UDPListener,
+    answer_bad_request,
     client_ssl_context,
 )
 
@@ -345,6 +347,12 @@ class Endpoint:
 
     # -- receiving ---------------------------------------------------------------------------
     def _receive(self, message: Request | Response, flow: Flow) -> None:
+        try:
+            # parsing is lazy: check every structured header before a transaction sees it
+            message.validate()
+        except SIPSyntaxError as error:
+            answer_bad_request(bytes(message), error, flow)
+            return
         try:
             if isinstance(message, Response):
                 self._receive_response(message)

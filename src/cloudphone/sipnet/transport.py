@@ -28,7 +28,15 @@ from cloudphone.sip.framing import (
 from cloudphone.sip.headers import canonical_name
 from cloudphone.sip.message import Request, Response, parse_message
 
-__all__ = ["Flow", "FlowKey", "FlowTable", "StreamFlow", "UDPFlow", "UDPListener"]
+__all__ = [
+    "Flow",
+    "FlowKey",
+    "FlowTable",
+    "StreamFlow",
+    "UDPFlow",
+    "UDPListener",
+    "answer_bad_request",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +115,7 @@ class UDPListener(asyncio.DatagramProtocol):
         try:
             message = parse_message(data)
         except SIPSyntaxError as error:
-            _answer_bad_request(data, error, flow)
+            answer_bad_request(data, error, flow)
             return
         self.on_message(message, flow)
 
@@ -158,7 +166,7 @@ class StreamFlow(asyncio.Protocol, Flow):
             elif isinstance(event, KeepAlivePong):
                 self.pongs += 1
             elif isinstance(event, BadMessage):
-                _answer_bad_request(event.data, event.error, self)
+                answer_bad_request(event.data, event.error, self)
             elif isinstance(event, StreamBroken):
                 log.info("sip.stream.broken", reason=event.error.reason, remote=self.remote)
                 self.close()
@@ -183,7 +191,7 @@ class StreamFlow(asyncio.Protocol, Flow):
             self._stream.close()
 
 
-def _answer_bad_request(data: bytes, error: SIPSyntaxError, flow: Flow) -> None:
+def answer_bad_request(data: bytes, error: SIPSyntaxError, flow: Flow) -> None:
     """§21.4.1 / §8.2.3: answer a malformed *request* with 400/505 when its Via, From, To,
     Call-ID and CSeq can still be found; malformed responses are dropped (§18.1.2)."""
     log.info("sip.malformed", reason=error.reason, remote=flow.remote)
