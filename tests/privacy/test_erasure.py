@@ -92,10 +92,7 @@ def test_a_new_personal_column_without_a_subject_link_is_a_gap() -> None:
 
 # Personal columns stored neither sealed under the subject key nor encrypted: each is a
 # conscious exception, so a new plaintext column fails until someone decides about it.
-_PLAINTEXT_EXCEPTIONS = {
-    # The gateway's copy, erased when the instance ends (3-6 days, P4) and by erasure.
-    ("push_instances", "address_of_record"),
-}
+_PLAINTEXT_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 @pytest.mark.promise("P19")

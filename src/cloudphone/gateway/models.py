@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloudphone.core.datamap import not_personal, personal
+from cloudphone.privacy.sealing import SealedField, sealed
 from cloudphone.store.db import Base, UTCDateTime
 
 
@@ -31,9 +32,17 @@ class PushInstance(Base):
         ForeignKey("devices.id", ondelete="CASCADE"), unique=True, info=not_personal()
     )
     contact_key: Mapped[str] = mapped_column(String(32), unique=True, info=not_personal())
-    address_of_record: Mapped[str] = mapped_column(
-        String(255),
-        info=personal("user.account.username", purpose="push", retention="push_instance"),
+    # Sealed under the account's data key like the account's own copy (crypto-shredding, P19).
+    _address_of_record: Mapped[str] = mapped_column(
+        "address_of_record",
+        Text,
+        info=personal(
+            "user.account.username", purpose="push", retention="push_instance", encrypted=True
+        )
+        | sealed(),
+    )
+    address_of_record: SealedField[str] = SealedField(
+        "_address_of_record", subject_attr="account_id"
     )
     auth_username_sealed: Mapped[str] = mapped_column(
         String(1024),

@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("account_id", sa.String(length=32), nullable=False),
         sa.Column("device_id", sa.String(length=32), nullable=False),
         sa.Column("contact_key", sa.String(length=32), nullable=False),
-        sa.Column("address_of_record", sa.String(length=255), nullable=False),
+        sa.Column("address_of_record", sa.Text(), nullable=False),
         sa.Column("auth_username_sealed", sa.String(length=1024), nullable=False),
         sa.Column("password_sealed", sa.String(length=1024), nullable=False),
         sa.Column("registrar", sa.String(length=300), nullable=False),
