@@ -22,18 +22,17 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import structlog
+from common import machine_details
 
 BUNDLE = "org.example.phone"
 
@@ -218,22 +217,6 @@ async def _aioapns(info: dict[str, Any], pushes: int, concurrency: int) -> dict[
         client.pool.close()
 
 
-def _machine() -> str:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"machine: {platform.machine()} {cpu}, {os.cpu_count()} cores; "
-        f"{platform.python_implementation()} {platform.python_version()} on {platform.system()}; "
-        f"h2 {version('h2')}, aioapns {version('aioapns')}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (< 30 s)")
@@ -262,7 +245,7 @@ def main() -> None:
             assert server.stdout is not None
             info = json.loads(server.stdout.readline())
             info["key_pem"] = Path(info["key_path"]).read_text()
-            print(_machine())
+            print(machine_details("h2", "aioapns"))
             print(
                 f"local APNs on 127.0.0.1:{info['port']} (child process); {pushes} VoIP pushes "
                 f"per round, {args.concurrency} in flight, {rounds} rounds per client"
