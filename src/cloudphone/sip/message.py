@@ -406,16 +406,17 @@ _known_names: dict[str, str] = {
 }
 
 
-def _split_header_block(block: str) -> tuple[list[tuple[str, str, str]], list[str]]:
+def _split_header_lines(lines: list[str]) -> tuple[list[tuple[str, str, str]], list[str]]:
     """Header lines as (name, ":", value) and their canonical names.
 
     The fast path assumes the usual: no folding, well-known names. Anything else (a folded
     line, an unknown or oddly spaced name, a line without colon) takes the careful path.
     """
-    items = [line.partition(":") for line in block.split("\r\n")]
+    items = [line.partition(":") for line in lines]
     keys: list[str | None] = list(map(_known_names.get, map(_NAME_OF, items)))
     if None in keys or not all(map(_SEP_OF, items)):
-        if "\r\n " in block or "\r\n\t" in block:
+        block = "\r\n".join(lines)
+        if "\r\n " in block or "\r\n\t" in block or block[:1] in (" ", "\t"):
             # §7.3.1: a line starting with whitespace continues the previous one
             block = _FOLD_RE.sub(" ", block)
             items = [line.partition(":") for line in block.split("\r\n")]
@@ -442,15 +443,14 @@ def parse_message(data: bytes) -> Request | Response:
         body_start = len(data)
     else:
         body_start = end + 4
-    head = data[:end].decode("utf-8", "surrogateescape")
-    first_end = head.find("\r\n")
-    if first_end < 0:
-        start = head
-        items: list[tuple[str, str, str]] = []
-        index: list[str] = []
+    lines = data[:end].decode("utf-8", "surrogateescape").split("\r\n")
+    start = lines[0]
+    items: list[tuple[str, str, str]]
+    index: list[str]
+    if len(lines) > 1:
+        items, index = _split_header_lines(lines[1:])
     else:
-        start = head[:first_end]
-        items, index = _split_header_block(head[first_end + 2 :])
+        items, index = [], []
     headers = Headers.__new__(Headers)
     headers._items = items
     headers._index = index
