@@ -10,6 +10,8 @@ from cloudphone.accounts.service import AccountsService
 from cloudphone.core.clock import Clock, SystemClock
 from cloudphone.core.crypto import Keyring, load_keyring
 from cloudphone.core.settings import Settings
+from cloudphone.gateway.calls import CallRelay, DbDeviceDirectory
+from cloudphone.gateway.edge import AppEdge, GatewayEndpoint
 from cloudphone.gateway.engine import RegistrationEngine
 from cloudphone.gateway.gateway import Gateway
 from cloudphone.gateway.service import GatewayPolicy, PushInstanceService
@@ -71,13 +73,31 @@ class Runtime:
             ),
         )
         hook.bind(accounts, instances)
+        calls = None
         if isinstance(upstream, RegistrationEngine):
             upstream.sink = instances
+            endpoint = GatewayEndpoint(user_agent=None)
+            calls = CallRelay(
+                endpoint,
+                upstream,
+                AppEdge(
+                    endpoint,
+                    instances,
+                    realm=instances.policy.edge_realm,
+                    algorithms=tuple(g.edge_digest_algorithms),
+                ),
+                DbDeviceDirectory(db),
+                push,
+                clock,
+                hold_s=g.call_hold_s,
+            )
         gateway = Gateway(
             instances,
             upstream,
             sweep_interval_s=g.sweep_interval_s,
             startup_rate=g.startup_registrations_per_s,
+            calls=calls,
+            settings=g,
         )
         privacy = PrivacyService(
             db,

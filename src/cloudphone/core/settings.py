@@ -38,6 +38,23 @@ class GatewaySettings(BaseModel):
     startup_registrations_per_s: float = Field(
         default=500.0, gt=0, description="bound on re-registration rate at start-up (no storm)"
     )
+    # The app-facing SIP edge (issue 6): where apps REGISTER with their per-instance login.
+    edge_host: str = "127.0.0.1"
+    edge_udp_port: int | None = Field(default=None, ge=0, le=65535, description="dev only")
+    edge_tcp_port: int | None = Field(default=5063, ge=0, le=65535)
+    edge_tls_port: int | None = Field(default=None, ge=0, le=65535)
+    edge_tls_cert_file: Path | None = None
+    edge_tls_key_file: Path | None = None
+    edge_digest_algorithms: list[str] = Field(
+        default_factory=lambda: ["SHA-256", "MD5"],
+        description="offered in this order (RFC 8760); clients that take the first offer "
+        "and know only MD5 (SIPp, older stacks) need MD5 alone",
+    )
+    call_hold_s: float = Field(
+        default=120.0, gt=0, description="how long an INVITE waits for a woken app to connect"
+    )
+    message_ttl_days: float = Field(default=7.0, gt=0)
+    message_max_bytes: int = Field(default=16384, gt=0)
 
 
 def _config_file() -> Path | None:

@@ -42,6 +42,7 @@ from cloudphone.sip.transaction import (
     Transmit,
     TransportError,
 )
+from cloudphone.sipnet.transport import Flow
 
 log = get_logger(__name__)
 
@@ -103,6 +104,7 @@ class _Stream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.local: tuple[str, int] = ("127.0.0.1", 0)
         self.closed = asyncio.get_running_loop().create_future()
+        self.flow = UpstreamFlow(engine, (key[0], key[1]), key[2].upper(), self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -144,7 +146,47 @@ class _Datagrams(asyncio.DatagramProtocol):
         self._engine._received(message, (addr[0], addr[1], "udp"), None)
 
 
+class UpstreamFlow(Flow):
+    """The engine's socket towards one provider address, seen as a :class:`Flow`, so that
+    the gateway's call relay can run its transactions over the very flow the provider
+    reaches the instance's contact on (RFC 5626 §5.3: requests and responses reuse it)."""
+
+    def __init__(
+        self,
+        engine: RegistrationEngine,
+        remote: tuple[str, int],
+        transport: str,
+        stream: _Stream | None = None,
+    ) -> None:
+        self._engine = engine
+        self.remote = remote
+        self.transport = transport
+        self._stream = stream
+
+    @property
+    def local(self) -> tuple[str, int]:  # type: ignore[override]
+        if self._stream is not None:
+            return self._stream.local
+        return self._engine.udp_address
+
+    @property
+    def closed(self) -> bool:
+        if self._stream is not None:
+            return self._stream.transport is None or self._stream.transport.is_closing()
+        return self._engine._udp is None
+
+    def send(self, data: bytes) -> None:
+        sent = (
+            self._stream.send(data)
+            if self._stream is not None
+            else self._engine._transmit(data, (self.remote[0], self.remote[1], "udp"))
+        )
+        if not sent:
+            raise ConnectionError("upstream flow closed")
+
+
 InboundHandler = Callable[[str, Request, Callable[[Response], None]], None]
+RelayHandler = Callable[[Request | Response, Flow], None]
 
 
 class RegistrationEngine:
@@ -184,6 +226,10 @@ class RegistrationEngine:
         self._waiting: deque[tuple[_Binding, Request, tuple[str, int, str]]] = deque()
         self._challenges: dict[tuple[str, int, str], tuple[Response, float]] = {}
         self.inbound: InboundHandler | None = None
+        # Set by the call relay: every request from a provider (but keep-alive OPTIONS) and
+        # every response that is not for a REGISTER of ours goes there with its flow.
+        self.relay: RelayHandler | None = None
+        self._udp_flows: dict[tuple[str, int], UpstreamFlow] = {}
 
     # -- Upstream -------------------------------------------------------------------------
 
@@ -212,6 +258,15 @@ class RegistrationEngine:
                 )
         self._forget(binding)
 
+    def credentials_for(self, instance_id: str) -> Credentials | None:
+        """The instance's provider login, to answer a 401/407 to a request the app sent
+        through the gateway (the app no longer holds it after hand-over)."""
+        binding = self._bindings.get(instance_id)
+        if binding is None:
+            return None
+        target = binding.target
+        return Credentials(target.auth_username.decode(), target.password.decode())
+
     def instance_for_contact(self, contact_key: str) -> str | None:
         """O(1): which instance a request addressed to ``sip:<contact_key>@…`` belongs to."""
         return self._by_contact.get(contact_key)
@@ -219,6 +274,30 @@ class RegistrationEngine:
     def is_registered(self, instance_id: str) -> bool:
         binding = self._bindings.get(instance_id)
         return binding is not None and binding.registered
+
+    async def flow_towards(self, instance_id: str) -> Flow | None:
+        """The flow to the instance's outbound proxy or registrar: where its outgoing
+        requests go (the same flow its registration uses, RFC 5626 §5)."""
+        binding = self._bindings.get(instance_id)
+        if binding is None:
+            return None
+        dest = await self._destination(binding.target)
+        return await self.flow_to(dest)
+
+    async def flow_to(self, dest: tuple[str, int, str]) -> Flow:
+        """A flow to ``(host, port, transport)``: the shared UDP socket or a stream."""
+        await self._ensure_started()
+        if dest[2] == "udp":
+            return self._udp_flow((dest[0], dest[1]))
+        return (await self._stream(dest)).flow
+
+    def _udp_flow(self, remote: tuple[str, int]) -> UpstreamFlow:
+        flow = self._udp_flows.get(remote)
+        if flow is None:
+            if len(self._udp_flows) > 10_000:
+                self._udp_flows.clear()  # a bound on peers we answered, not a cache to keep
+            flow = self._udp_flows[remote] = UpstreamFlow(self, remote, "UDP")
+        return flow
 
     @property
     def udp_address(self) -> tuple[str, int]:
@@ -477,11 +556,21 @@ class RegistrationEngine:
         if isinstance(message, Response):
             binding = self._by_branch.get(message.via.branch or "")
             if binding is None or binding.tx is None:
-                return  # a late retransmission; the transaction is gone
+                if self.relay is not None and message.cseq.method != "REGISTER":
+                    self.relay(message, self._flow_of(source, stream))
+                return  # else a late retransmission; the transaction is gone
             tx = binding.tx
             self._run(binding, tx, tx.receive_response(message, asyncio.get_running_loop().time()))
             return
+        if self.relay is not None and not (
+            message.method == "OPTIONS" and getattr(message.uri, "user", None) is None
+        ):
+            self.relay(message, self._flow_of(source, stream))
+            return
         self._on_request(message, source, stream)
+
+    def _flow_of(self, source: tuple[str, int, str], stream: _Stream | None) -> Flow:
+        return stream.flow if stream is not None else self._udp_flow((source[0], source[1]))
 
     def _on_request(
         self, request: Request, source: tuple[str, int, str], stream: _Stream | None

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
 from cloudphone.core.logging import get_logger
 from cloudphone.gateway.service import PushInstanceService
 from cloudphone.gateway.upstream import Upstream
+
+if TYPE_CHECKING:
+    from cloudphone.core.settings import GatewaySettings
+    from cloudphone.gateway.calls import CallRelay
 
 log = get_logger(__name__)
 
@@ -21,7 +26,11 @@ class Gateway:
         *,
         sweep_interval_s: float = 30.0,
         startup_rate: float = 500.0,
+        calls: CallRelay | None = None,
+        settings: GatewaySettings | None = None,
     ) -> None:
+        self.calls = calls  # the app-facing SIP edge and the call relay (issue 6)
+        self._settings = settings
         self.instances = instances
         self.upstream = upstream
         self._sweep_interval = sweep_interval_s
@@ -31,6 +40,12 @@ class Gateway:
     async def start(self) -> None:
         """Resume every live instance (at a bounded rate: no registration storm after a
         restart), then sweep periodically."""
+        if self.calls is not None and self._settings is not None:
+            try:
+                await self.calls.start(self._settings)
+            except OSError as exc:
+                # Registrations upstream still work without the app-facing edge; say so loudly.
+                log.error("the gateway's SIP edge could not listen", error=str(exc))
         self._tasks.append(asyncio.create_task(self._resume(), name="gateway-resume"))
         self._tasks.append(asyncio.create_task(self._sweep_forever(), name="gateway-sweep"))
 
@@ -61,4 +76,6 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.calls is not None:
+            await self.calls.close()
         await self.upstream.close()

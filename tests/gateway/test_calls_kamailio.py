@@ -1,0 +1,324 @@
+"""Waking the phone, end to end: Kamailio is the provider, SIPp the caller, the local FCM
+server receives the pushes, and the app is a SIPp scenario started when the push arrives,
+which REGISTERs at the gateway's edge with its per-instance login."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cloudphone.core.clock import FakeClock
+from cloudphone.gateway.calls import CallRelay
+from cloudphone.push import AppPushConfig, FcmConfig, PushConfig
+from cloudphone.runtime import Runtime
+from cloudphone.store.migrate import upgrade
+from cloudphone.testing.fcm import LocalFcm, ReceivedMessage, make_service_account
+from cloudphone.testing.kamailio import KamailioInstance, free_port, run_kamailio
+from cloudphone.testing.peers import require_binary
+from cloudphone.testing.sipp import Sipp, SippRun
+from cloudphone.testing.tls import TestCertificates
+from tests.accounts.helpers import World, global_operator, make_world
+from tests.conftest import empty_database, make_settings
+
+pytestmark = pytest.mark.integration
+
+PEERS = Path(__file__).resolve().parents[1] / "peers"
+APP_ID = "com.example.phone"
+PROJECT = "example-phone"
+HOLD_S = 4.0
+
+
+@pytest.fixture
+def upstream() -> None:
+    return None  # the real registration engine
+
+
+@pytest.fixture(scope="module")
+def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KamailioInstance]:
+    with run_kamailio(
+        tmp_path_factory.mktemp("calls-kamailio"),
+        binary=require_binary("kamailio"),
+        config=PEERS / "kamailio" / "kamailio.cfg",
+        dbtext=PEERS / "kamailio" / "dbtext",
+    ) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
+    return TestCertificates(tmp_path_factory.mktemp("calls-tls"))
+
+
+@pytest.fixture
+async def fcm(certs: TestCertificates) -> AsyncIterator[LocalFcm]:
+    async with LocalFcm(certs) as server:
+        yield server
+
+
+@pytest.fixture
+async def runtime(
+    database_url: str, tmp_path: Path, fcm: LocalFcm, certs: TestCertificates
+) -> AsyncIterator[Runtime]:
+    account = make_service_account(tmp_path, PROJECT)
+    fcm.trust(account, PROJECT)
+    push = PushConfig(
+        apps={
+            APP_ID: AppPushConfig(
+                sender="services",
+                fcm=FcmConfig(
+                    project_id=PROJECT,
+                    service_account_file=account.path,
+                    endpoint=fcm.base_url,
+                    token_uri=fcm.token_uri,
+                    ca_file=certs.ca_file,
+                ),
+            )
+        }
+    )
+    settings = make_settings(
+        database_url,
+        tmp_path / "data",
+        push=push,
+        gateway={
+            "sip_port": 0,
+            "edge_udp_port": 0,
+            "edge_tcp_port": 0,
+            "call_hold_s": HOLD_S,
+            "edge_digest_algorithms": ["MD5"],  # SIPp answers only the first challenge
+        },
+    )
+    # The push JWTs are checked against the real time: a clock standing at "now".
+    rt = Runtime.build(settings, clock=FakeClock(datetime.now(UTC)))
+    await upgrade(rt.db)
+    await rt.gateway.start()
+    try:
+        yield rt
+    finally:
+        await empty_database(rt)
+        await rt.close()
+
+
+@pytest.fixture
+def sipp(tmp_path: Path) -> Iterator[Sipp]:
+    runner = Sipp(require_binary("sipp"), scenarios=PEERS / "sipp", workdir=tmp_path)
+    yield runner
+    runner.stop_all()
+
+
+@dataclass
+class Phone:
+    """One device of alice's with a push instance: its edge login and push token."""
+
+    device: dict[str, str]
+    username: str
+    password: str
+    token: str
+
+    def app_line(self) -> str:
+        return f"{self.username};[authentication username={self.username} password={self.password}];sip.test"
+
+
+def _relay(rt: Runtime) -> CallRelay:
+    assert rt.gateway.calls is not None
+    return rt.gateway.calls
+
+
+def _edge(rt: Runtime) -> tuple[str, int]:
+    address = _relay(rt).endpoint.local_address("UDP")
+    assert address is not None
+    return address
+
+
+async def _world(api: httpx.AsyncClient, rt: Runtime) -> World:
+    root = await global_operator(rt)
+    world = await make_world(api, root, "sip", user="alice")
+    r = await api.patch(
+        f"/v1/tenants/{world.tenant_id}", headers=root, json={"registrar_hosts": ["127.0.0.1"]}
+    )
+    assert r.status_code == 200
+    return world
+
+
+async def _phone(api: httpx.AsyncClient, kam: KamailioInstance, device: dict[str, str]) -> Phone:
+    token = "fcm-call-" + secrets.token_hex(20)
+    body: dict[str, Any] = {
+        "sip": {
+            "address_of_record": "sip:alice@sip.test",
+            "auth_username": "alice",
+            "password": "alice-secret",
+            "registrar": f"127.0.0.1:{kam.port}",
+            "transport": "udp",
+            "expiry": 300,
+        },
+        "push": {"platform": "android", "app_id": APP_ID, "call_push_token": token},
+    }
+    r = await api.put("/v1/device/push-instance", headers=device, json=body)
+    assert r.status_code == 201, r.text
+    edge = r.json()["edge"]
+    for _ in range(100):
+        r = await api.get("/v1/device/push-instance", headers=device)
+        if r.json().get("state") == "registered":
+            return Phone(device, edge["username"], edge["password"], token)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never registered upstream: {r.json()}")
+
+
+async def _second_device(api: httpx.AsyncClient, world: World) -> dict[str, str]:
+    r = await api.post(
+        f"/v1/accounts/{world.account_id}/devices",
+        headers=world.operator,
+        json={"platform": "android", "app_id": APP_ID},
+    )
+    assert r.status_code == 201, r.text
+    return {"Authorization": f"Bearer {r.json()['credential']}"}
+
+
+async def _pushes(
+    fcm: LocalFcm, kind: str, count: int = 1, within: float = 10.0
+) -> list[dict[str, Any]]:
+    for _ in range(int(within / 0.02)):
+        found = [m.message for m in fcm.received if _kind(m) == kind]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {kind} push: {[_kind(m) for m in fcm.received]}")
+
+
+def _kind(message: ReceivedMessage) -> str:
+    data = message.message.get("data") or {}
+    return str(data.get("type", ""))
+
+
+def _caller(sipp: Sipp, kam: KamailioInstance, scenario: str, *extra: str) -> SippRun:
+    return sipp.start(
+        scenario,
+        local_port=free_port(),
+        remote=(kam.host, kam.port),
+        service="alice",
+        injection=["bob;;sip.test"],
+        extra=extra,
+    )
+
+
+async def _app(sipp: Sipp, rt: Runtime, phone: Phone, scenario: str) -> SippRun:
+    """The woken app: REGISTER at the edge, then take the call on the same port (two SIPp
+    runs: SIPp cannot take a new Call-ID in a scenario that began by sending)."""
+    port = free_port()
+    line = f"{phone.app_line()};127.0.0.1:{port};300"
+    register = sipp.start("reg_auth.xml", local_port=port, remote=_edge(rt), injection=[line])
+    await _finished(register, within=10)
+    return sipp.start(scenario, local_port=port, name=f"{scenario}-{port}")
+
+
+async def _finished(run: SippRun, within: float = 20.0) -> None:
+    code = await asyncio.to_thread(run.wait, within)
+    assert code == 0, run.diagnostics()
+
+
+def _events(rt: Runtime) -> list[str]:
+    return [event for event, _ in _relay(rt).events]
+
+
+async def test_wake_and_answer(
+    api: httpx.AsyncClient, runtime: Runtime, kamailio: KamailioInstance, fcm: LocalFcm, sipp: Sipp
+) -> None:
+    world = await _world(api, runtime)
+    phone = await _phone(api, kamailio, world.device)
+    caller = _caller(sipp, kamailio, "uac_call.xml", "-d", "300")
+
+    (push,) = await _pushes(fcm, "incoming_call")
+    assert push["token"] == phone.token
+    assert push["data"]["caller_uri"] == "sip:bob@sip.test"
+    assert int(push["data"]["ring_until"]) > int(push["data"]["sent_at"])
+    app = await _app(sipp, runtime, phone, "app_answer.xml")
+
+    await _finished(caller)
+    await _finished(app)
+    assert _events(runtime)[:4] == ["invite", "push", "forked", "answered"]
+    assert len([m for m in fcm.received if _kind(m) == "incoming_call"]) == 1
+
+
+async def test_no_device_in_time_gets_480_with_reason_and_a_missed_call_alert(
+    api: httpx.AsyncClient, runtime: Runtime, kamailio: KamailioInstance, fcm: LocalFcm, sipp: Sipp
+) -> None:
+    world = await _world(api, runtime)
+    await _phone(api, kamailio, world.device)
+    caller = _caller(sipp, kamailio, "uac_unanswered.xml")
+    await _pushes(fcm, "incoming_call")
+    await _finished(caller, within=HOLD_S + 10)
+    await _pushes(fcm, "call_missed")
+    assert "final-480" in _events(runtime)
+    assert len([m for m in fcm.received if _kind(m) == "incoming_call"]) == 1
+
+
+async def test_caller_cancels_while_the_woken_app_rings(
+    api: httpx.AsyncClient, runtime: Runtime, kamailio: KamailioInstance, fcm: LocalFcm, sipp: Sipp
+) -> None:
+    world = await _world(api, runtime)
+    phone = await _phone(api, kamailio, world.device)
+    caller = _caller(sipp, kamailio, "uac_cancel.xml", "-d", "2000")
+    await _pushes(fcm, "incoming_call")
+    app = await _app(sipp, runtime, phone, "app_cancelled.xml")
+    await _finished(caller)
+    await _finished(app)
+    events = _events(runtime)
+    assert events.index("forked") < events.index("cancelled")
+
+
+async def test_caller_cancels_after_the_voip_push_then_the_app_still_sees_invite_and_cancel(
+    api: httpx.AsyncClient, runtime: Runtime, kamailio: KamailioInstance, fcm: LocalFcm, sipp: Sipp
+) -> None:
+    world = await _world(api, runtime)
+    phone = await _phone(api, kamailio, world.device)
+    caller = _caller(sipp, kamailio, "uac_cancel.xml", "-d", "200")
+    await _pushes(fcm, "incoming_call")
+    await _finished(caller)
+    await _pushes(fcm, "call_missed")
+    # The app wakes up late: CallKit must still be shown the call it was promised.
+    app = await _app(sipp, runtime, phone, "app_cancelled.xml")
+    await _finished(app)
+    events = _events(runtime)
+    assert events.index("cancelled") < events.index("forked")
+    assert len([m for m in fcm.received if _kind(m) == "incoming_call"]) == 1
+
+
+async def test_two_devices_both_woken_first_answer_wins_other_cancelled(
+    api: httpx.AsyncClient, runtime: Runtime, kamailio: KamailioInstance, fcm: LocalFcm, sipp: Sipp
+) -> None:
+    world = await _world(api, runtime)
+    first = await _phone(api, kamailio, world.device)
+    second = await _phone(api, kamailio, await _second_device(api, world))
+    caller = _caller(sipp, kamailio, "uac_call.xml", "-d", "300")
+    pushes = await _pushes(fcm, "incoming_call", count=2)
+    assert {p["token"] for p in pushes} == {first.token, second.token}
+    loser = await _app(sipp, runtime, second, "app_cancelled.xml")
+    await asyncio.sleep(0.5)
+    winner = await _app(sipp, runtime, first, "app_answer.xml")
+    await _finished(caller)
+    await _finished(winner)
+    await _finished(loser)
+    await _pushes(fcm, "call_answered_elsewhere")
+    assert len([m for m in fcm.received if _kind(m) == "incoming_call"]) == 2
+
+
+@pytest.fixture
+def kamailio_callauth(tmp_path: Path) -> Iterator[KamailioInstance]:
+    dbtext = tmp_path / "dbtext"
+    shutil.copytree(PEERS / "kamailio" / "dbtext", dbtext)
+    with run_kamailio(
+        tmp_path / "kamailio",
+        binary=require_binary("kamailio"),
+        config=PEERS / "kamailio" / "kamailio.cfg",
+        dbtext=dbtext,
+        defines=("WITH_CALLAUTH",),
+    ) as instance:
+        yield instance
