@@ -312,7 +312,7 @@ def parse_params(text: str, pos: int) -> Params:
 class Via:
     """One Via header value: ``SIP/2.0/UDP host:port;branch=...`` (§20.42)."""
 
-    __slots__ = ("host", "params", "port", "transport")
+    __slots__ = ("_params", "_ptext", "host", "port", "transport")
 
     def __init__(
         self, transport: str, host: str, port: int | None = None, params: Params | None = None
@@ -320,7 +320,19 @@ class Via:
         self.transport = transport
         self.host = host
         self.port = port
-        self.params = params if params is not None else Params()
+        self._params: Params | None = params if params is not None else Params()
+        self._ptext = ""
+
+    @property
+    def params(self) -> Params:
+        # parsed Vias keep their validated parameter text until someone needs the list
+        if self._params is None:
+            self._params = Params._lazy(self._ptext)
+        return self._params
+
+    @params.setter
+    def params(self, value: Params) -> None:
+        self._params = value
 
     @classmethod
     def parse(cls, text: str) -> Via:
@@ -335,7 +347,8 @@ class Via:
                 via.port = int(port)
                 if via.port > 65535:
                     raise SIPSyntaxError("Via port out of range")
-            via.params = Params._lazy(params)
+            via._params = None
+            via._ptext = params
             return via
         match = _VIA_RE.match(text)
         if match is None:
@@ -350,10 +363,9 @@ class Via:
 
     @property
     def branch(self) -> str | None:
-        params = self.params
-        if params._items is None:  # the hot path of transaction matching
-            return _lazy_param(params._text or "", ";branch=", _BRANCH_SEARCH)
-        return params.get("branch")
+        if self._params is None:  # the hot path of transaction matching
+            return _lazy_param(self._ptext, ";branch=", _BRANCH_SEARCH)
+        return self._params.get("branch")
 
     @property
     def sent_by(self) -> tuple[str, int | None]:
@@ -387,7 +399,7 @@ class Address:
     The URI is parsed on first access: matching a transaction needs only the tag.
     """
 
-    __slots__ = ("_uri", "_uri_text", "display_name", "params")
+    __slots__ = ("_params", "_ptext", "_uri", "_uri_text", "display_name")
 
     def __init__(
         self, uri: URI | str, display_name: str | None = None, params: Params | None = None
@@ -399,7 +411,18 @@ class Address:
             self._uri = uri
             self._uri_text = ""
         self.display_name = display_name
-        self.params = params if params is not None else Params()
+        self._params: Params | None = params if params is not None else Params()
+        self._ptext = ""
+
+    @property
+    def params(self) -> Params:
+        if self._params is None:
+            self._params = Params._lazy(self._ptext)
+        return self._params
+
+    @params.setter
+    def params(self, value: Params) -> None:
+        self._params = value
 
     @property
     def uri(self) -> URI:
@@ -421,7 +444,8 @@ class Address:
             address._uri = None
             address._uri_text = uri_text
             address.display_name = unquote_string(quoted) if quoted is not None else tokens
-            address.params = Params._lazy(params)
+            address._params = None
+            address._ptext = params
             return address
         match = _NAME_ADDR_RE.match(text)
         if match is not None:
@@ -443,10 +467,9 @@ class Address:
 
     @property
     def tag(self) -> str | None:
-        params = self.params
-        if params._items is None:  # the hot path of dialog and transaction matching
-            return _lazy_param(params._text or "", ";tag=", _TAG_SEARCH)
-        return params.get("tag")
+        if self._params is None:  # the hot path of dialog and transaction matching
+            return _lazy_param(self._ptext, ";tag=", _TAG_SEARCH)
+        return self._params.get("tag")
 
     def __str__(self) -> str:
         uri = self._uri_text if self._uri is None else str(self._uri)
