@@ -47,6 +47,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "database_url" in metafunc.fixturenames:
         backends = metafunc.config.getoption("--backend") or ["sqlite", "postgresql"]
+        only = metafunc.definition.get_closest_marker("only_backend")
+        if only is not None:
+            # A test about one backend's own mechanism runs there only (not a skip elsewhere).
+            backends = [b for b in backends if b == only.args[0]]
         metafunc.parametrize("backend", backends, scope="session", indirect=True)
 
 

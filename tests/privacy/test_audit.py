@@ -47,9 +47,8 @@ async def test_entry_commits_with_the_callers_transaction(runtime: Runtime) -> N
     assert trail[0].at == now
 
 
+@pytest.mark.only_backend("postgresql")  # the append-only trigger; SQLite has only the API
 async def test_postgresql_refuses_update_and_delete_except_the_purge(runtime: Runtime) -> None:
-    if runtime.db.dialect != "postgresql":
-        pytest.skip("the append-only trigger is PostgreSQL's; SQLite has only the API")
     old = runtime.clock.now()
     async with runtime.db.transaction() as s:
         for at, object_id in ((old, "old"), (old + timedelta(days=400), "new")):

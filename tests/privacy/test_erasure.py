@@ -217,11 +217,10 @@ async def test_erasure_leaves_no_identifier_in_database_logs_or_exports(
 
 
 @pytest.mark.promise("P19")
+@pytest.mark.only_backend("sqlite")  # the backup is a copy of the SQLite file
 async def test_a_restored_backup_is_erased_again_by_replaying_the_ledger(
     api: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    if runtime.db.dialect != "sqlite":
-        pytest.skip("the backup is a copy of the SQLite file")
     subject = await make_subject(api, runtime)
     other = await api.post(
         f"/v1/tenants/{subject.world.tenant_id}/accounts",
