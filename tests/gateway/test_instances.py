@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from sqlalchemy import select
 from cloudphone.accounts.models import Device
 from cloudphone.api.app import create_app
 from cloudphone.core.clock import FakeClock
+from cloudphone.gateway.gateway import Gateway
 from cloudphone.gateway.models import PushInstance
+from cloudphone.gateway.upstream import RegistrationTarget
 from cloudphone.push import AppPushConfig, FcmConfig, PushConfig, PushToken, TokenDead
 from cloudphone.runtime import Runtime
 from cloudphone.store.migrate import upgrade
@@ -321,3 +324,34 @@ async def test_expiry_warnings_reach_the_local_fcm_server(
         finally:
             await empty_database(rt)
             await rt.close()
+
+
+async def test_start_up_resumes_every_instance_at_a_bounded_rate(
+    api: httpx.AsyncClient, runtime: Runtime, upstream: RecordingUpstream
+) -> None:
+    """After a restart every live instance registers again, but paced (no storm)."""
+    root = await global_operator(runtime)
+    for n in range(6):
+        world = await make_world(api, root, f"t{n}")
+        r = await api.put("/v1/device/push-instance", headers=world.device, json=hand_over(f"t{n}"))
+        assert r.status_code == 201
+    upstream.calls.clear()
+    stamps: list[float] = []
+    original = upstream.register
+
+    async def timed(target: RegistrationTarget) -> None:
+        stamps.append(asyncio.get_running_loop().time())
+        await original(target)
+
+    upstream.register = timed  # type: ignore[method-assign]
+    gateway = Gateway(runtime.gateway.instances, upstream, sweep_interval_s=3600, startup_rate=50)
+    await gateway.start()
+    try:
+        for _ in range(100):
+            if len(stamps) == 6:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await gateway.stop()
+    assert len(stamps) == 6
+    assert stamps[-1] - stamps[0] >= 5 / 50 * 0.9  # 6 registrations at 50/s span >= 0.1 s
