@@ -55,7 +55,11 @@ def _norm_host(host: str) -> str:
 
 
 class SipURI:
-    """A ``sip:`` or ``sips:`` URI. Components are stored escaped, as on the wire."""
+    """A ``sip:`` or ``sips:`` URI. Components are stored escaped, as on the wire.
+
+    Treat instances as immutable (``parse_uri`` caches and shares them): derive changed
+    copies with :meth:`replace`, :meth:`with_params` and :meth:`without_params`.
+    """
 
     __slots__ = ("headers", "host", "params", "password", "port", "scheme", "user")
 
