@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -24,24 +25,28 @@ class Net:
 
 
 @pytest.fixture
-async def net() -> AsyncIterator[Net]:
-    uac, proxy, uas = Endpoint(), Endpoint(), Endpoint()
-    await uac.listen("UDP")
-    p_host, p_port = await proxy.listen("UDP")
-    u_host, u_port = await uas.listen("UDP")
+async def net(
+    request: pytest.FixtureRequest, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> AsyncIterator[Net]:
+    transport: str = getattr(request, "param", "UDP")
+    uac, proxy, uas = (Endpoint(tls_client=client_tls) for _ in range(3))
+    await uac.listen(transport, ssl_context=server_tls)
+    p_host, p_port = await proxy.listen(transport, ssl_context=server_tls)
+    u_host, u_port = await uas.listen(transport, ssl_context=server_tls)
+    suffix = "" if transport == "UDP" else f";transport={transport.lower()}"
     seen: list[IncomingRequest] = []
     uas.on_request = seen.append  # the UAS only records; tests answer as they need
 
     def locate(request: Request) -> URI | None:
         uri = request.uri
         if isinstance(uri, SipURI) and uri.user == "bob":
-            return parse_uri(f"sip:bob@{u_host}:{u_port}")
+            return parse_uri(f"sip:bob@{u_host}:{u_port}{suffix}")
         if isinstance(uri, SipURI) and uri.user == "loop":
-            return parse_uri(f"sip:loop@{p_host}:{p_port}")  # points back at the proxy
+            return parse_uri(f"sip:loop@{p_host}:{p_port}{suffix}")  # back at the proxy
         return None
 
-    StatefulProxy(proxy, "UDP", locate)
-    yield Net(uac, proxy, uas, Target("UDP", p_host, p_port), seen)
+    StatefulProxy(proxy, transport, locate)
+    yield Net(uac, proxy, uas, Target(transport, p_host, p_port), seen)
     for ep in (uac, proxy, uas):
         await ep.close()
 
@@ -70,6 +75,7 @@ async def wait_for_request(net: Net, method: str) -> IncomingRequest:
     raise AssertionError(f"no {method} reached the UAS")
 
 
+@pytest.mark.parametrize("net", ["UDP", "TCP", "TLS"], indirect=True)
 async def test_responses_are_relayed_and_record_route_added(net: Net) -> None:
     call = asyncio.ensure_future(net.uac.request(invite("bob", "rr"), net.proxy_target))
     arrived = await wait_for_request(net, "INVITE")
@@ -80,6 +86,7 @@ async def test_responses_are_relayed_and_record_route_added(net: Net) -> None:
     response = await call
     assert response.status_code == 486
     assert len(response.headers.vias()) == 1  # the proxy popped its own Via (§16.7)
+    assert arrived.flow.transport == net.proxy_target.transport
 
 
 async def test_cancel_is_forwarded_and_487_relayed(net: Net) -> None:
