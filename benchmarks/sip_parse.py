@@ -99,10 +99,7 @@ Key = tuple[Any, ...]
 
 
 def cloudphone_key(data: bytes) -> Key:
-    msg = parse_message(data)
-    via = msg.via
-    cseq = msg.cseq
-    return (via.branch, via.sent_by, cseq.seq, cseq.method, msg.call_id, msg.from_tag, msg.to_tag)
+    return parse_message(data).transaction_key()
 
 
 def sippy_key(data: bytes) -> Key:

@@ -295,3 +295,17 @@ def test_unusual_but_valid_characters() -> None:
     assert m.call_id == "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"
     again = parse_message(bytes(m))  # equivalent: only "name:value" became "name: value"
     assert list(again.headers) == list(m.headers) and bytes(again) == bytes(m)
+
+
+def test_transaction_key_reads_everything_matching_needs() -> None:
+    key = msg(BASE).transaction_key()
+    assert key == (
+        "z9hG4bK776asdhds",
+        ("pc33.atlanta.example.com", None),
+        314159,
+        "INVITE",
+        "a84b4c76e66710@pc33.atlanta.example.com",
+        "1928301774",
+        None,
+    )
+    assert key.branch == "z9hG4bK776asdhds" and key.to_tag is None

@@ -17,6 +17,7 @@ from cloudphone.sip.message import (
     Message,
     Request,
     Response,
+    TransactionKey,
     make_response,
     parse_message,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "SIPError",
     "SIPSyntaxError",
     "SipURI",
+    "TransactionKey",
     "Via",
     "make_response",
     "parse_message",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from cloudphone.sip.errors import SIPSyntaxError
 from cloudphone.sip.headers import (
@@ -25,7 +25,15 @@ from cloudphone.sip.headers import (
 )
 from cloudphone.sip.uri import URI, parse_uri
 
-__all__ = ["Headers", "Message", "Request", "Response", "make_response", "parse_message"]
+__all__ = [
+    "Headers",
+    "Message",
+    "Request",
+    "Response",
+    "TransactionKey",
+    "make_response",
+    "parse_message",
+]
 
 # Folded header lines (§7.3.1): a line starting with whitespace continues the previous one.
 _FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
@@ -221,6 +229,16 @@ class Headers:
         return min(number, _MAX_DELTA)
 
 
+class TransactionKey(NamedTuple):
+    branch: str | None
+    sent_by: tuple[str, int | None]
+    cseq: int
+    method: str  # the CSeq method
+    call_id: str
+    from_tag: str | None
+    to_tag: str | None
+
+
 class Message:
     """Common part of :class:`Request` and :class:`Response`."""
 
@@ -268,6 +286,22 @@ class Message:
     def to_tag(self) -> str | None:
         address = self.headers._cache.get("to") or self.headers._address("to")
         return address.tag
+
+    def transaction_key(self) -> TransactionKey:
+        """Everything transaction and dialog matching reads (§17.1.3, §17.2.3, §12), in one
+        call: top Via branch and sent-by, CSeq, Call-ID, From and To tags."""
+        h = self.headers
+        cache = h._cache
+        via = cache.get("via0") or h.top_via()
+        cseq = cache.get("cseq") or h.cseq()
+        from_ = cache.get("from") or h._address("from")
+        to = cache.get("to") or h._address("to")
+        call_id = h._first("call-id")
+        if call_id is None:
+            raise SIPSyntaxError("missing Call-ID")
+        return TransactionKey(
+            via.branch, via.sent_by, cseq.seq, cseq.method, call_id, from_.tag, to.tag
+        )
 
     def validate(self) -> None:
         """Parse every structured header we know, raising :class:`SIPSyntaxError` if one is
