@@ -219,16 +219,31 @@ def _caller(sipp: Sipp, kam: KamailioInstance, scenario: str, *extra: str) -> Si
 async def _app(sipp: Sipp, rt: Runtime, phone: Phone, scenario: str) -> SippRun:
     """The woken app: REGISTER at the edge, then take the call on the same port (two SIPp
     runs: SIPp cannot take a new Call-ID in a scenario that began by sending)."""
+    port = await _registered_app(sipp, rt, phone)
+    return sipp.start(scenario, local_port=port, name=f"{scenario}-{port}")
+
+
+async def _registered_app(sipp: Sipp, rt: Runtime, phone: Phone) -> int:
+    """REGISTER at the gateway's edge with the instance's digest login; returns the port."""
     port = free_port()
     line = f"{phone.app_line()};127.0.0.1:{port};300"
     register = sipp.start("reg_auth.xml", local_port=port, remote=_edge(rt), injection=[line])
     await _finished(register, within=10)
-    return sipp.start(scenario, local_port=port, name=f"{scenario}-{port}")
+    return port
 
 
 async def _finished(run: SippRun, within: float = 20.0) -> None:
     code = await asyncio.to_thread(run.wait, within)
     assert code == 0, run.diagnostics()
+
+
+def _count(screen: str, message: str) -> int:
+    """How many ``message`` SIPp's final screen counted (first row naming it)."""
+    for line in screen.splitlines():
+        parts = line.split()
+        if parts and parts[0] == message and len(parts) > 2 and parts[2].isdigit():
+            return int(parts[2])
+    return 0
 
 
 def _events(rt: Runtime) -> list[str]:
@@ -329,3 +344,45 @@ def kamailio_callauth(tmp_path: Path) -> Iterator[KamailioInstance]:
         defines=("WITH_CALLAUTH",),
     ) as instance:
         yield instance
+
+
+async def test_call_from_the_app_goes_upstream_and_the_gateway_answers_the_407(
+    api: httpx.AsyncClient,
+    runtime: Runtime,
+    kamailio_callauth: KamailioInstance,
+    fcm: LocalFcm,
+    sipp: Sipp,
+) -> None:
+    kam = kamailio_callauth
+    world = await _world(api, runtime)
+    phone = await _phone(api, kam, world.device)
+    # bob: a SIPp UAS registered at the provider
+    bob_port = free_port()
+    bob_reg = sipp.start(
+        "reg_auth.xml",
+        local_port=free_port(),
+        remote=(kam.host, kam.port),
+        injection=[
+            f"bob;[authentication username=bob password=bob-secret];sip.test;127.0.0.1:{bob_port};300"
+        ],
+    )
+    await _finished(bob_reg, within=10)
+    bob = sipp.start("uas_call_fast.xml", local_port=bob_port)
+    sipp.wait_listening(bob_port)
+    # the app: registered at the edge, then calls bob through the gateway; it never sees
+    # the provider's 407, nor holds the provider password
+    app = await _registered_app(sipp, runtime, phone)
+    caller = sipp.start(
+        "uac_call.xml",
+        local_port=app,
+        remote=_edge(runtime),
+        service="bob",
+        injection=["alice;;sip.test"],
+        extra=["-d", "200"],
+        name=f"app-call-{app}",
+    )
+    await _finished(caller)
+    await _finished(bob)
+    screen = (caller.workdir / f"app-call-{app}.out").read_text()
+    assert _count(screen, "407") == 0, screen  # the gateway answered the challenge
+    assert not fcm.received  # nothing was pushed for an outgoing call
