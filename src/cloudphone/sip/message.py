@@ -292,13 +292,23 @@ class Message:
         call: top Via branch and sent-by, CSeq, Call-ID, From and To tags."""
         h = self.headers
         cache = h._cache
-        via = cache.get("via0") or h.top_via()
+        keys = h._index or h._lookup()
+        items = h._items
+        try:
+            via = cache.get("via0")
+            if via is None:
+                value = items[keys.index("via")][2].strip(" \t")
+                via = cache["via0"] = Via.parse(split_commas(value)[0] if "," in value else value)
+            from_ = cache.get("from")
+            if from_ is None:
+                from_ = cache["from"] = Address.parse(items[keys.index("from")][2].strip(" \t"))
+            to = cache.get("to")
+            if to is None:
+                to = cache["to"] = Address.parse(items[keys.index("to")][2].strip(" \t"))
+            call_id = items[keys.index("call-id")][2].strip(" \t")
+        except ValueError:  # list.index: a mandatory header is missing
+            raise SIPSyntaxError("missing Via, From, To or Call-ID") from None
         cseq = cache.get("cseq") or h.cseq()
-        from_ = cache.get("from") or h._address("from")
-        to = cache.get("to") or h._address("to")
-        call_id = h._first("call-id")
-        if call_id is None:
-            raise SIPSyntaxError("missing Call-ID")
         return TransactionKey(
             via.branch, via.sent_by, cseq.seq, cseq.method, call_id, from_.tag, to.tag
         )
