@@ -7,7 +7,6 @@ message.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -112,20 +111,20 @@ class Sipp:
         return run
 
     def wait_listening(self, port: int, transport: str = "UDP", timeout: float = 5.0) -> None:
-        """Give a UAS time to bind: SIPp has no readiness signal, so poll its socket."""
+        """Give a UAS time to bind: SIPp has no readiness signal, so watch the socket table
+        (never by binding the port ourselves, which could make SIPp's own bind fail)."""
+        table = Path("/proc/net/udp" if transport.upper() == "UDP" else "/proc/net/tcp")
+        needle = f":{port:04X} "
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if transport.upper() == "UDP":
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                    try:
-                        probe.bind((LOOPBACK, port))
-                    except OSError:
-                        return  # taken: SIPp is listening
-            else:
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                    probe.settimeout(0.2)
-                    if probe.connect_ex((LOOPBACK, port)) == 0:
-                        return
+            try:
+                lines = table.read_text().splitlines()[1:]
+            except OSError:
+                time.sleep(0.5)  # no /proc: just give SIPp a moment
+                return
+            # local_address is the second column, e.g. "0100007F:13C4"
+            if any(needle in f"{line.split()[1]} " for line in lines if len(line.split()) > 1):
+                return
             time.sleep(0.05)
 
     def stop_all(self) -> None:
