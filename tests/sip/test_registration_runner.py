@@ -126,3 +126,39 @@ async def test_unreachable_registrar_schedules_a_backoff_retry() -> None:
     finally:
         silent.close()
         await endpoint.close()
+
+
+async def test_lost_tcp_flow_triggers_an_immediate_new_registration() -> None:
+    """RFC 5626 §4.4.1: when the registration's connection dies, register again at once."""
+    registrar_endpoint = Endpoint()
+    host, port = await registrar_endpoint.listen("TCP")
+    server = Registrar(registrar_endpoint)
+    endpoint = Endpoint()
+    await endpoint.listen("TCP")
+    config = RegistrationConfig(
+        aor=uri("sip:alice@sip.test"),
+        registrar=uri("sip:sip.test"),
+        contact=endpoint.contact_uri("TCP", "alice"),
+        credentials=Credentials("alice", "pw"),
+        expires=3600,
+    )
+    runner = RegistrationRunner(
+        endpoint,
+        RegistrationClient(config, random=lambda: 0.5),
+        target=Target("TCP", host, port),
+        keep_alive=30.0,
+    )
+    try:
+        first = await runner.start()
+        assert isinstance(first, Registered)
+        await runner.events.get()
+        before = server.requests
+        registrar_endpoint.flows.close_all()  # the registrar drops the connection
+        again = await asyncio.wait_for(runner.events.get(), 5)
+        assert isinstance(again, Registered)
+        assert server.requests > before
+        assert runner.client.cseq > 2  # same binding, next CSeq (§10.2.4)
+        assert isinstance(await runner.stop(), Unregistered)
+    finally:
+        await endpoint.close()
+        await registrar_endpoint.close()

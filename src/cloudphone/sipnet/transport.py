@@ -142,6 +142,8 @@ class StreamFlow(asyncio.Protocol, Flow):
         self.remote = ("", 0)
         self.local = ("", 0)
         self.pongs = 0  # RFC 5626 §4.4.1 pongs received for our pings
+        # called once when the connection is gone (e.g. to re-register, RFC 5626 §4.4.1)
+        self.on_close: list[Callable[[], None]] = []
 
     def ping(self) -> None:
         """Send a CRLFCRLF keep-alive; the peer's CRLF answer increments :attr:`pongs`."""
@@ -176,6 +178,9 @@ class StreamFlow(asyncio.Protocol, Flow):
         self.flows.remove(self)
         if not self.connected.done():
             self.connected.set_exception(exc or ConnectionError("connection lost"))
+        callbacks, self.on_close = self.on_close, []
+        for callback in callbacks:
+            callback()
 
     @property
     def closed(self) -> bool:
