@@ -13,6 +13,7 @@ from cloudphone.sip.dialog import Dialog
 from cloudphone.sip.transaction import Timers
 from cloudphone.sipnet import Endpoint, IncomingRequest, Target, TransactionFailed
 from cloudphone.sipnet.scheduler import Scheduler
+from cloudphone.testing.kamailio import free_port
 
 TRANSPORTS = ["UDP", "TCP", "TLS"]
 
@@ -335,6 +336,35 @@ async def test_request_with_a_malformed_contact_gets_400() -> None:
         bad.headers.add("Contact", "<sip:broken@>")  # only parsed on demand: validate() finds it
         response = await client.request(bad, Target("UDP", host, port))
         assert response.status_code == 400 and handled == []
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_large_request_switches_from_udp_to_tcp() -> None:
+    """§18.1.1: over 1300 bytes, a UDP request goes over TCP to the same address."""
+    server = Endpoint()
+    port = free_port()
+    await server.listen("UDP", port=port)
+    await server.listen("TCP", port=port)
+    arrivals: list[str] = []
+
+    def answer(incoming: IncomingRequest) -> None:
+        arrivals.append(incoming.flow.transport)
+        incoming.respond(200)
+
+    server.on_request = answer
+    client = Endpoint()
+    try:
+        target = Target("UDP", "127.0.0.1", port)
+        small = options(f"sip:127.0.0.1:{port}")
+        assert (await client.request(small, target)).status_code == 200
+        large = options(f"sip:127.0.0.1:{port}")
+        large.body = b"x" * 1500
+        large.headers.add("Content-Type", "text/plain")
+        assert (await client.request(large, target)).status_code == 200
+        assert arrivals == ["UDP", "TCP"]
+        assert large.via.transport == "TCP"  # the top Via names the transport used
     finally:
         await client.close()
         await server.close()

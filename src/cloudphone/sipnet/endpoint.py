@@ -52,6 +52,10 @@ __all__ = ["Endpoint", "IncomingRequest", "TransactionFailed", "new_branch", "ne
 log = structlog.get_logger(__name__)
 
 
+_UDP_LIMIT = 1300  # §18.1.1: path MTU unknown
+_VIA_ALLOWANCE = 100  # the Via we are about to add
+
+
 def new_branch() -> str:
     return BRANCH_MAGIC + secrets.token_hex(10)
 
@@ -305,15 +309,17 @@ class Endpoint:
         on_provisional: Callable[[Response], None] | None = None,
     ) -> Response:
         """Send ``request`` through a client transaction and wait for its final response."""
-        try:
-            flow = await self._flow_for(request, target)
-        except OSError as error:
-            raise TransactionFailed(503, f"Transport Error: {error}") from error
-        request.headers.prepend("Via", self._via(flow, branch or new_branch()))
         if "max-forwards" not in request.headers:
             request.headers.add("Max-Forwards", "70")
         if self.user_agent and "user-agent" not in request.headers:
             request.headers.add("User-Agent", self.user_agent)
+        try:
+            flow = await self._flow_for(request, target)
+            if isinstance(flow, UDPFlow) and not isinstance(target, Flow):
+                flow = await self._avoid_fragmentation(request, flow)
+        except OSError as error:
+            raise TransactionFailed(503, f"Transport Error: {error}") from error
+        request.headers.prepend("Via", self._via(flow, branch or new_branch()))
         now = self.now()
         tx, actions = self.layer.start_client(request, now, reliable=flow.reliable)
         tx.context = flow
@@ -322,6 +328,17 @@ class Endpoint:
         self._apply_all(tx, actions)
         self._arm()
         return await future
+
+    async def _avoid_fragmentation(self, request: Request, flow: UDPFlow) -> Flow:
+        """§18.1.1: a request over 1300 bytes (with room for our Via) goes over TCP to the
+        same address; if nothing listens there, UDP it is."""
+        if len(bytes(request)) + _VIA_ALLOWANCE <= _UDP_LIMIT:
+            return flow
+        try:
+            return await self.flow_to(Target("TCP", flow.remote[0], flow.remote[1]))
+        except OSError:
+            log.info("sip.udp.large", remote=flow.remote, size=len(bytes(request)))
+            return flow
 
     async def _flow_for(self, request: Request, target: Target | Flow | None) -> Flow:
         if isinstance(target, Flow):
