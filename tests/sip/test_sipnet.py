@@ -6,12 +6,15 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator
 
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
 import pytest
 
 from cloudphone.sip import Request, SipURI, parse_uri
 from cloudphone.sip.dialog import Dialog
 from cloudphone.sip.transaction import Timers
-from cloudphone.sipnet import Endpoint, IncomingRequest, Target, TransactionFailed
+from cloudphone.sipnet import Endpoint, IncomingRequest, Resolver, Target, TransactionFailed
 from cloudphone.sipnet.scheduler import Scheduler
 from cloudphone.testing.kamailio import free_port
 
@@ -365,6 +368,36 @@ async def test_large_request_switches_from_udp_to_tcp() -> None:
         assert (await client.request(large, target)).status_code == 200
         assert arrivals == ["UDP", "TCP"]
         assert large.via.transport == "TCP"  # the top Via names the transport used
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_unreachable_first_target_is_skipped_for_the_next() -> None:
+    """RFC 3263 §4.3: SRV gives two TCP targets; the first refuses connections."""
+    server = Endpoint()
+    _, port = await server.listen("TCP")
+    server.on_request = lambda incoming: incoming.respond(200)
+    dead_port = free_port()
+
+    async def lookup(name: str, rdtype: str) -> list[object]:
+        zone = {
+            ("_sip._tcp.svc.test", "SRV"): [
+                f"0 0 {dead_port} a.svc.test.",
+                f"1 0 {port} b.svc.test.",
+            ],
+            ("a.svc.test", "A"): ["127.0.0.1"],
+            ("b.svc.test", "A"): ["127.0.0.1"],
+        }
+        return [
+            dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype), text)
+            for text in zone.get((name, rdtype), [])
+        ]
+
+    client = Endpoint(resolver=Resolver(lookup))
+    try:
+        response = await client.request(options("sip:svc.test;transport=tcp"))
+        assert response.status_code == 200
     finally:
         await client.close()
         await server.close()

@@ -240,6 +240,10 @@ class Endpoint:
 
     async def resolve(self, request: Request) -> Target:
         """Next hop of an outgoing request: top Route if loose, else the Request-URI (§8.1.2)."""
+        return (await self.resolve_all(request))[0]
+
+    async def resolve_all(self, request: Request) -> list[Target]:
+        """Every RFC 3263 target of the next hop, in the order to try them."""
         uri = request.uri
         routes = request.headers.get_all("route")
         if routes:
@@ -251,7 +255,7 @@ class Endpoint:
         targets = await self.resolver.resolve(uri)
         if not targets:
             raise ConnectionError(f"no address for {uri}")
-        return targets[0]
+        return targets
 
     def _via(self, flow: Flow, branch: str) -> str:
         host, port = self._listen.get(flow.transport) or flow.local
@@ -343,7 +347,18 @@ class Endpoint:
     async def _flow_for(self, request: Request, target: Target | Flow | None) -> Flow:
         if isinstance(target, Flow):
             return target
-        return await self.flow_to(target or await self.resolve(request))
+        if target is not None:
+            return await self.flow_to(target)
+        # RFC 3263 §4.3: a target that cannot be connected to is skipped for the next one
+        targets = await self.resolve_all(request)
+        for candidate in targets[:-1]:
+            try:
+                return await self.flow_to(candidate)
+            except OSError:
+                log.info(
+                    "sip.target.unreachable", transport=candidate.transport, host=candidate.host
+                )
+        return await self.flow_to(targets[-1])
 
     async def send_stateless(self, request: Request, target: Target | Flow | None = None) -> Flow:
         """Send a request without a transaction (an ACK for a 2xx, §13.2.2.4)."""
