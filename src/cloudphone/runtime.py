@@ -14,6 +14,7 @@ from cloudphone.gateway.calls import CallRelay, DbDeviceDirectory
 from cloudphone.gateway.edge import AppEdge, GatewayEndpoint
 from cloudphone.gateway.engine import RegistrationEngine
 from cloudphone.gateway.gateway import Gateway
+from cloudphone.gateway.messages import MessageStore
 from cloudphone.gateway.service import GatewayPolicy, PushInstanceService
 from cloudphone.gateway.upstream import Upstream
 from cloudphone.privacy.sealing import (
@@ -90,6 +91,8 @@ class Runtime:
                 push,
                 clock,
                 hold_s=g.call_hold_s,
+                messages=MessageStore(db, clock, ttl=timedelta(days=g.message_ttl_days)),
+                max_message_bytes=g.message_max_bytes,
             )
         gateway = Gateway(
             instances,

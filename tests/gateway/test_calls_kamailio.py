@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text as text_sql
 
 from cloudphone.core.clock import FakeClock
 from cloudphone.gateway.calls import CallRelay
+from cloudphone.gateway.messages import IS_COMPOSING
 from cloudphone.push import AppPushConfig, FcmConfig, PushConfig
 from cloudphone.runtime import Runtime
 from cloudphone.store.migrate import upgrade
@@ -119,6 +121,7 @@ class Phone:
     """One device of alice's with a push instance: its edge login and push token."""
 
     device: dict[str, str]
+    instance_id: str
     username: str
     password: str
     token: str
@@ -170,11 +173,11 @@ async def _phone(api: httpx.AsyncClient, kam: KamailioInstance, device: dict[str
     }
     r = await api.put("/v1/device/push-instance", headers=device, json=body)
     assert r.status_code == 201, r.text
-    edge = r.json()["edge"]
+    edge, instance_id = r.json()["edge"], r.json()["instance"]["id"]
     for _ in range(100):
         r = await api.get("/v1/device/push-instance", headers=device)
         if r.json().get("state") == "registered":
-            return Phone(device, edge["username"], edge["password"], token)
+            return Phone(device, instance_id, edge["username"], edge["password"], token)
         await asyncio.sleep(0.05)
     raise AssertionError(f"never registered upstream: {r.json()}")
 
@@ -216,11 +219,11 @@ def _caller(sipp: Sipp, kam: KamailioInstance, scenario: str, *extra: str) -> Si
     )
 
 
-async def _app(sipp: Sipp, rt: Runtime, phone: Phone, scenario: str) -> SippRun:
+async def _app(sipp: Sipp, rt: Runtime, phone: Phone, scenario: str, *extra: str) -> SippRun:
     """The woken app: REGISTER at the edge, then take the call on the same port (two SIPp
     runs: SIPp cannot take a new Call-ID in a scenario that began by sending)."""
     port = await _registered_app(sipp, rt, phone)
-    return sipp.start(scenario, local_port=port, name=f"{scenario}-{port}")
+    return sipp.start(scenario, local_port=port, name=f"{scenario}-{port}", extra=extra)
 
 
 async def _registered_app(sipp: Sipp, rt: Runtime, phone: Phone) -> int:
@@ -386,3 +389,37 @@ async def test_call_from_the_app_goes_upstream_and_the_gateway_answers_the_407(
     screen = (caller.workdir / f"app-call-{app}.out").read_text()
     assert _count(screen, "407") == 0, screen  # the gateway answered the challenge
     assert not fcm.received  # nothing was pushed for an outgoing call
+
+
+async def test_message_for_a_sleeping_app_is_stored_announced_then_delivered(
+    api: httpx.AsyncClient, runtime: Runtime, kamailio: KamailioInstance, fcm: LocalFcm, sipp: Sipp
+) -> None:
+    world = await _world(api, runtime)
+    phone = await _phone(api, kamailio, world.device)
+    store = _relay(runtime).messages
+    assert store is not None
+    instance_id = phone.instance_id
+    typing = _caller(
+        sipp, kamailio, "uac_message.xml", "-key", "ctype", IS_COMPOSING, "-key", "text", "<x/>"
+    )
+    await _finished(typing)
+    assert await store.count(instance_id) == 0  # is-composing: accepted and dropped
+    text = "see you at 8"
+    sender = _caller(
+        sipp, kamailio, "uac_message.xml", "-key", "ctype", "text/plain", "-key", "text", text
+    )
+    await _finished(sender)  # 200 upstream although the app sleeps (RFC 3428 §7)
+    (alert,) = await _pushes(fcm, "message")
+    assert text not in str(alert)  # only the id travels through the push service
+    assert await store.count(instance_id) == 1
+    async with runtime.db.transaction() as s:
+        raw = (await s.execute(text_sql("SELECT body, sender FROM gateway_stored_messages"))).all()
+    assert text.encode() not in repr(raw).encode() and "bob" not in repr(raw)  # sealed
+
+    app = await _app(sipp, runtime, phone, "app_message.xml", "-key", "text", text)
+    await _finished(app)
+    for _ in range(50):
+        if await store.count(instance_id) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await store.count(instance_id) == 0  # erased on delivery

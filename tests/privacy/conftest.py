@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from email import message_from_bytes
 from email.message import Message
 from typing import Any
@@ -14,6 +15,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
+from cloudphone.gateway.messages import MessageStore
 from cloudphone.privacy.config import PrivacyConfig
 from cloudphone.privacy.notices import NoticeMailer
 from cloudphone.runtime import Runtime
@@ -128,6 +130,10 @@ async def make_subject(api: httpx.AsyncClient, runtime: Runtime, name: str = "ze
     body["push"]["notice_push_token"] = subject.notice_token
     r = await api.put("/v1/device/push-instance", headers=world.device, json=body)
     assert r.status_code == 201, r.text
+    # A MESSAGE the gateway holds for the sleeping app (sender and content are personal).
+    await MessageStore(runtime.db, runtime.clock, ttl=timedelta(days=7)).store(
+        r.json()["instance"]["id"], f"<sip:{name}.friend@acme.test>", "text/plain", b"see you"
+    )
     r = await api.put(
         f"/v1/accounts/{world.account_id}/post-mortem",
         headers=world.device,

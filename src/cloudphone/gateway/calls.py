@@ -30,12 +30,14 @@ from cloudphone.core.logging import get_logger
 from cloudphone.core.settings import GatewaySettings
 from cloudphone.gateway.edge import AppBinding, AppEdge, GatewayEndpoint
 from cloudphone.gateway.engine import RegistrationEngine, UpstreamFlow
+from cloudphone.gateway.messages import IS_COMPOSING, MessageStore
 from cloudphone.gateway.models import PushInstance
 from cloudphone.push import (
     CallAnsweredElsewhere,
     Caller,
     CallMissed,
     IncomingCall,
+    Message,
     PushDispatcher,
     PushToken,
 )
@@ -46,7 +48,7 @@ from cloudphone.sip.digest import DigestClient
 from cloudphone.sip.message import make_response
 from cloudphone.sip.proxy import check_max_forwards, forward_copy, next_hop, pop_via, push_via
 from cloudphone.sip.transaction import ServerInviteTransaction, State, Transaction
-from cloudphone.sipnet.endpoint import IncomingRequest, TransactionFailed, new_branch
+from cloudphone.sipnet.endpoint import IncomingRequest, TransactionFailed, new_branch, new_tag
 from cloudphone.sipnet.transport import Flow
 from cloudphone.store.db import Database
 
@@ -153,6 +155,8 @@ class CallRelay:
         clock: Clock,
         *,
         hold_s: float = 120.0,
+        messages: MessageStore | None = None,
+        max_message_bytes: int = 16384,
     ) -> None:
         self.endpoint = endpoint
         self.engine = engine
@@ -161,6 +165,8 @@ class CallRelay:
         self.push = push
         self.clock = clock
         self.hold_s = hold_s
+        self.messages = messages
+        self.max_message_bytes = max_message_bytes
         self.calls: dict[tuple[str, str], HeldCall] = {}  # (instance, Call-ID)
         self._by_tx: dict[Transaction, HeldCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -364,6 +370,9 @@ class CallRelay:
             return
         binding = self.edge.binding(instance_id)
         if request.method != "INVITE":
+            if binding is None and request.method == "MESSAGE" and self.messages is not None:
+                self._spawn(self._hold_message(incoming, instance_id))
+                return
             if binding is None:
                 incoming.respond(480, headers=[("Retry-After", "30")])
                 return
@@ -466,9 +475,63 @@ class CallRelay:
                 await self.push.send(device.app_id, device.platform, PushToken(token), notification)
         self.events.append((type(notification).__name__, call.call_id))
 
+    # -- messages for a sleeping app --------------------------------------------------------
+
+    async def _hold_message(self, incoming: IncomingRequest, instance_id: str) -> None:
+        """RFC 3428 §7: a 200 means "accepted", not "read": the gateway takes the message for
+        the app, announces it with an alert push, and delivers it when the app connects."""
+        assert self.messages is not None
+        request = incoming.request
+        content_type = (request.headers.get("content-type") or "text/plain").strip()
+        if content_type.split(";")[0].strip().lower() == IS_COMPOSING:
+            incoming.respond(200)  # RFC 3994 typing state: stale when the app wakes; dropped
+            return
+        if len(request.body) > self.max_message_bytes:
+            incoming.respond(513)
+            return
+        sender = request.from_
+        sender_text = str(Address(sender.uri, sender.display_name))
+        message_id = await self.messages.store(instance_id, sender_text, content_type, request.body)
+        incoming.respond(200)
+        self.events.append(("message-stored", message_id))
+        for device in await self.directory.devices(instance_id):
+            token = device.notice_token or (
+                device.call_token if device.platform != "apns" else None
+            )
+            if token:
+                notification = Message(message_id, str(sender.uri))
+                await self.push.send(device.app_id, device.platform, PushToken(token), notification)
+
+    async def _deliver_messages(self, binding: AppBinding) -> None:
+        assert self.messages is not None
+        for message in await self.messages.pending(binding.instance_id):
+            if self.edge.binding(binding.instance_id) is not binding:
+                return  # the flow went away: the rest waits for the next connection
+            request = Request(
+                "MESSAGE",
+                parse_uri(binding.contact),
+                [
+                    ("From", f"{message.sender};tag={new_tag()}"),
+                    ("To", f"<{binding.contact}>"),
+                    ("Call-ID", new_branch()[7:]),
+                    ("CSeq", "1 MESSAGE"),
+                    ("Content-Type", message.content_type),
+                ],
+                message.body,
+            )
+            try:
+                response = await self.endpoint.request(request, binding.flow)
+            except TransactionFailed:
+                return
+            if 200 <= response.status_code < 300:
+                await self.messages.delivered(message.id)
+                self.events.append(("message-delivered", message.id))
+
     # -- devices connecting -----------------------------------------------------------------
 
     def _device_connected(self, binding: AppBinding) -> None:
+        if self.messages is not None:
+            self._spawn(self._deliver_messages(binding))
         for call in list(self.calls.values()):
             if call.instance_id != binding.instance_id or binding.token in call.branches:
                 continue
