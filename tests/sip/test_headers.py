@@ -69,3 +69,10 @@ def test_address_forms() -> None:
         Address.parse("<sip:bob@x")
     with pytest.raises(SIPSyntaxError):
         Address.parse('"unterminated <sip:bob@x>')
+
+
+def test_via_with_ipv6_sent_by_and_received() -> None:
+    # RFC 5118 §4.5: an IPv6 received parameter is written without brackets
+    via = Via.parse("SIP/2.0/UDP [2001:db8::9:1]:5070;branch=z9hG4bKas3;received=2001:db8::9:255")
+    assert via.sent_by == ("[2001:db8::9:1]", 5070)
+    assert via.received == "2001:db8::9:255"

@@ -105,3 +105,28 @@ def test_with_params_and_without_params() -> None:
     u = sip("sip:proxy.example.com;transport=udp")
     assert str(u.with_params(lr=None)) == "sip:proxy.example.com;transport=udp;lr"
     assert str(u.without_params("transport")) == "sip:proxy.example.com"
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("sip:user@[2001:db8::10]", "[2001:db8::10]", None),
+        ("sip:user@[2001:db8::10]:5070", "[2001:db8::10]", 5070),
+        ("sip:user@[2001:db8::10:5070]", "[2001:db8::10:5070]", None),  # a port inside is address
+        ("sip:user@[::ffff:192.0.2.128]", "[::ffff:192.0.2.128]", None),  # RFC 5118 §4.3
+    ],
+)
+def test_ipv6_references(text: str, host: str, port: int | None) -> None:
+    u = sip(text)
+    assert (u.host, u.port) == (host, port)
+
+
+def test_ipv6_comparison_uses_the_address_not_the_spelling() -> None:
+    # RFC 5118 §4.4: a zero-compressed and a full form name the same host
+    assert parse_uri("sip:[2001:db8:0:0:0:0:0:28]") == parse_uri("sip:[2001:db8::28]")
+    assert parse_uri("sip:[2001:db8::28]") != parse_uri("sip:[2001:db8::29]")
+
+
+def test_ipv6_without_brackets_is_not_a_host() -> None:
+    with pytest.raises(SIPSyntaxError):
+        parse_uri("sip:user@2001:db8::10")
