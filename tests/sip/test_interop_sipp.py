@@ -1,4 +1,5 @@
-"""The stateful proxy built from the §16 blocks, in the middle of a SIPp call."""
+"""Interop with SIPp alone: the stateful proxy (§16 blocks) in the middle of a SIPp call, and
+our DigestServer against SIPp's digest client."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import pytest
 
 from cloudphone.sip import Request, SipURI, parse_uri
+from cloudphone.sip.digest import DigestServer
 from cloudphone.sip.uri import URI
 from cloudphone.sipnet import Endpoint, IncomingRequest
 from cloudphone.sipnet.proxy import StatefulProxy
@@ -61,3 +63,37 @@ async def test_sipp_call_through_the_proxy(sipp: Sipp, transport: str) -> None:
     assert callee_code == 0, callee.diagnostics()
     assert forwarded[0] == "INVITE"  # located; ACK and BYE came back via the Record-Route
     assert through == ["INVITE", "ACK", "BYE"]
+
+
+async def test_digest_server_accepts_sipp_credentials(sipp: Sipp) -> None:
+    """SIPp's digest client (MD5, qop=auth) against our stateless-nonce DigestServer."""
+    endpoint = Endpoint()
+    host, port = await endpoint.listen("UDP")
+    digest = DigestServer("sip.test", b"sipp-interop-key-0123456789abcdef", algorithms=("MD5",))
+    outcomes: list[str] = []
+
+    def registrar(incoming: IncomingRequest) -> None:
+        result = digest.verify(incoming.request, endpoint.now(), {"alice": "alice-secret"}.get)
+        outcomes.append(result.outcome.value)
+        if result.ok:
+            contact = incoming.request.headers.get("contact") or ""
+            incoming.respond(200, headers=[("Contact", f"{contact};expires=60")])
+        else:
+            incoming.respond(401, headers=digest.challenge_headers(endpoint.now()))
+
+    endpoint.on_request = registrar
+    try:
+        run = sipp.start(
+            "reg_auth.xml",
+            remote=(host, port),
+            local_port=free_port(),
+            injection=[
+                "alice;[authentication username=alice password=alice-secret];sip.test;"
+                "127.0.0.1:5999;60"
+            ],
+        )
+        code = await asyncio.to_thread(run.wait, 20)
+    finally:
+        await endpoint.close()
+    assert code == 0, run.diagnostics()
+    assert outcomes == ["missing", "ok"]
