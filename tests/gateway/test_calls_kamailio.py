@@ -5,6 +5,7 @@ which REGISTERs at the gateway's edge with its per-instance login."""
 from __future__ import annotations
 
 import asyncio
+import io
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -18,10 +19,12 @@ import pytest
 from sqlalchemy import text as text_sql
 
 from cloudphone.core.clock import FakeClock
+from cloudphone.core.logging import configure_logging
 from cloudphone.gateway.calls import CallRelay
 from cloudphone.gateway.messages import IS_COMPOSING
 from cloudphone.push import AppPushConfig, FcmConfig, PushConfig
 from cloudphone.runtime import Runtime
+from cloudphone.schema import metadata
 from cloudphone.store.migrate import upgrade
 from cloudphone.testing.fcm import LocalFcm, ReceivedMessage, make_service_account
 from cloudphone.testing.kamailio import KamailioInstance, free_port, run_kamailio
@@ -423,3 +426,54 @@ async def test_message_for_a_sleeping_app_is_stored_announced_then_delivered(
             break
         await asyncio.sleep(0.05)
     assert await store.count(instance_id) == 0  # erased on delivery
+
+
+@pytest.mark.promise("P7")
+async def test_blf_subscription_relays_both_ways_and_leaves_no_trace_of_the_watched_uri(
+    api: httpx.AsyncClient, runtime: Runtime, kamailio: KamailioInstance, sipp: Sipp
+) -> None:
+    logs = io.StringIO()
+    configure_logging("debug", "json", stream=logs)
+    world = await _world(api, runtime)
+    phone = await _phone(api, kamailio, world.device)
+    watched = "bob"
+    bob_port = free_port()
+    bob_reg = sipp.start(
+        "reg_auth.xml",
+        local_port=free_port(),
+        remote=(kamailio.host, kamailio.port),
+        injection=[
+            f"{watched};[authentication username=bob password=bob-secret];sip.test;"
+            f"127.0.0.1:{bob_port};300"
+        ],
+    )
+    await _finished(bob_reg, within=10)
+    notifier = sipp.start("uas_blf_notifier.xml", local_port=bob_port)
+    sipp.wait_listening(bob_port)
+    port = await _registered_app(sipp, runtime, phone)
+    app = sipp.start(
+        "app_blf.xml",
+        local_port=port,
+        remote=_edge(runtime),
+        service=watched,
+        injection=["alice;;sip.test"],
+        name=f"blf-{port}",
+    )
+    await _finished(app)
+    await _finished(notifier)
+
+    # P7: the subscription is over; the watched URI is in no table, no log, no relay state.
+    stored = await _dump(runtime)
+    assert f"{watched}@sip.test" not in stored
+    assert f"{watched}@sip.test" not in logs.getvalue()
+    relay = _relay(runtime)
+    assert not relay.calls and all(watched not in str(e) for e in relay.events)
+    kamailio.kamcmd("ul.rm", "location", "bob")
+
+
+async def _dump(rt: Runtime) -> str:
+    rows = []
+    async with rt.db.transaction() as s:
+        for table in metadata().sorted_tables:
+            rows.append(repr((await s.execute(text_sql(f'SELECT * FROM "{table.name}"'))).all()))
+    return "\n".join(rows)
