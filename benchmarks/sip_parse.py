@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from common import machine_details
 from sipmessage import Message
 from sippy.SipRequest import SipRequest
 from sippy.SipResponse import SipResponse
@@ -163,17 +162,6 @@ def measure(
     return best
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="run in well under 30 s")
@@ -185,9 +173,7 @@ def main() -> None:
     for data in messages[:30]:
         assert cloudphone_key(data) == sippy_key(data) == sipmessage_key(data), data
 
-    print(f"cpu: {cpu_model()}")
-    print(f"python: {sys.version.split()[0]} ({platform.python_implementation()})")
-    print(f"platform: {platform.platform()}")
+    print(machine_details("sippy", "sipmessage"))
     print(f"mix: {len(messages)} messages (INVITE+SDP / REGISTER+Authorization / 200 OK)")
     results = measure(
         {"cloudphone": cloudphone_key, "sippy": sippy_key, "sipmessage": sipmessage_key},
