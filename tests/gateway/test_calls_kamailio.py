@@ -8,6 +8,7 @@ import asyncio
 import io
 import secrets
 import shutil
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -477,3 +478,53 @@ async def _dump(rt: Runtime) -> str:
         for table in metadata().sorted_tables:
             rows.append(repr((await s.execute(text_sql(f'SELECT * FROM "{table.name}"'))).all()))
     return "\n".join(rows)
+
+
+async def test_baresip_started_by_the_push_registers_at_the_edge_and_answers(
+    api: httpx.AsyncClient,
+    runtime: Runtime,
+    kamailio: KamailioInstance,
+    fcm: LocalFcm,
+    sipp: Sipp,
+    tmp_path: Path,
+) -> None:
+    binary = require_binary("baresip")
+    world = await _world(api, runtime)
+    phone = await _phone(api, kamailio, world.device)
+    caller = _caller(sipp, kamailio, "uac_call.xml", "-d", "500")
+    await _pushes(fcm, "incoming_call")
+
+    # The push arrived: the "app" starts, as a real softphone would when woken.
+    home = tmp_path / "baresip"
+    home.mkdir()
+    edge_host, edge_port = _edge(runtime)
+    rtp = free_port()
+    (home / "config").write_text(
+        (PEERS / "baresip" / "config")
+        .read_text()
+        .format(sip_port=free_port(), rtp_low=rtp, rtp_high=rtp + 10)
+    )
+    (home / "accounts").write_text(
+        (PEERS / "baresip" / "accounts")
+        .read_text()
+        .format(
+            user="alice",
+            edge_user=phone.username,
+            edge_password=phone.password,
+            edge_host=edge_host,
+            edge_port=edge_port,
+        )
+    )
+    (home / "contacts").write_text("")
+    log_path = tmp_path / "baresip.log"
+    with log_path.open("wb") as out:
+        app = await asyncio.create_subprocess_exec(
+            binary, "-f", str(home), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    try:
+        code = await asyncio.to_thread(caller.wait, 20)
+        assert code == 0, caller.diagnostics() + "\n--- baresip\n" + log_path.read_text()[-3000:]
+    finally:
+        app.terminate()
+        await asyncio.wait_for(app.wait(), 5)
+    assert _events(runtime)[:4] == ["invite", "push", "forked", "answered"]
