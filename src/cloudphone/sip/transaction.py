@@ -166,6 +166,7 @@ class Transaction:
         self.timers = timers
         self.state = State.TERMINATED
         self._deadlines: dict[str, float] = {}
+        self._interval = timers.t1  # the current retransmission interval (A, E or G)
         self.context: object = None  # the I/O layer's note of where the peer is
 
     @property
@@ -210,15 +211,15 @@ class Transaction:
 class ClientInviteTransaction(Transaction):
     """§17.1.1, Figure 5, with RFC 6026's Accepted state."""
 
+    _ack: Request | None = None  # built on the first non-2xx final response (§17.1.1.3)
+
     def start(self, now: float) -> list[Action]:
         if self.state is not State.TERMINATED or self._deadlines:
             raise LocalProtocolError("transaction already started")
         self.state = State.CALLING
-        self._interval = self.timers.t1
         if not self.reliable:
             self._set("A", now + self._interval)
         self._set("B", now + 64 * self.timers.t1)
-        self._ack: Request | None = None
         return [Transmit(self.request)]
 
     def receive_response(self, response: Response, now: float) -> list[Action]:
@@ -265,7 +266,6 @@ class ClientNonInviteTransaction(Transaction):
         if self.state is not State.TERMINATED or self._deadlines:
             raise LocalProtocolError("transaction already started")
         self.state = State.TRYING
-        self._interval = self.timers.t1
         if not self.reliable:
             self._set("E", now + self._interval)
         self._set("F", now + 64 * self.timers.t1)
@@ -316,7 +316,6 @@ class ServerInviteTransaction(Transaction):
         super().__init__(request, reliable=reliable, timers=timers)
         self.state = State.PROCEEDING
         self.last_response: Response | None = None
-        self._interval = timers.t1
         self._initial: list[Action] = [Deliver(request)]
         if send_trying:
             # §17.2.1: a 100 Trying at once stops the client's INVITE retransmissions
