@@ -244,3 +244,11 @@ def test_response_for_unknown_transaction_is_stray() -> None:
     layer = TransactionLayer()
     req = request("OPTIONS")
     assert layer.receive_response(wire(make_response(req, 200)), 0.0) == (None, [])  # type: ignore[arg-type]
+
+
+def test_transition_tables_reject_a_move_the_rfc_does_not_have() -> None:
+    layer = TransactionLayer()
+    tx, _ = layer.start_client(request("OPTIONS"), 0.0, reliable=False)
+    with pytest.raises(LocalProtocolError):
+        tx._enter(State.CONFIRMED)  # only INVITE server transactions are ever Confirmed
+    assert tx.state is State.TRYING

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import ClassVar
 
 from cloudphone.sip.errors import LocalProtocolError
 from cloudphone.sip.headers import BRANCH_MAGIC
@@ -155,10 +156,32 @@ def build_ack(request: Request, response: Response) -> Request:
     return Request("ACK", request.uri, headers)
 
 
+# Allowed transitions (Figures 5-8 of §17, Accepted from RFC 6026); TERMINATED is always
+# allowed and not listed. A transition missing here is a bug of ours: LocalProtocolError.
+_S = State
+CLIENT_INVITE: Mapping[State, frozenset[State]] = {
+    _S.CALLING: frozenset({_S.PROCEEDING, _S.ACCEPTED, _S.COMPLETED}),
+    _S.PROCEEDING: frozenset({_S.PROCEEDING, _S.ACCEPTED, _S.COMPLETED}),
+}
+CLIENT_NON_INVITE: Mapping[State, frozenset[State]] = {
+    _S.TRYING: frozenset({_S.PROCEEDING, _S.COMPLETED}),
+    _S.PROCEEDING: frozenset({_S.PROCEEDING, _S.COMPLETED}),
+}
+SERVER_INVITE: Mapping[State, frozenset[State]] = {
+    _S.PROCEEDING: frozenset({_S.ACCEPTED, _S.COMPLETED}),
+    _S.COMPLETED: frozenset({_S.CONFIRMED}),
+}
+SERVER_NON_INVITE: Mapping[State, frozenset[State]] = {
+    _S.TRYING: frozenset({_S.PROCEEDING, _S.COMPLETED}),
+    _S.PROCEEDING: frozenset({_S.PROCEEDING, _S.COMPLETED}),
+}
+
+
 class Transaction:
     """Common machinery: state, named timers and the earliest deadline."""
 
     kind = "transaction"
+    TRANSITIONS: ClassVar[Mapping[State, frozenset[State]]] = {}
 
     def __init__(self, request: Request, *, reliable: bool, timers: Timers) -> None:
         self.request = request
@@ -180,8 +203,14 @@ class Transaction:
     def _set(self, timer: str, at: float) -> None:
         self._deadlines[timer] = at
 
+    def _enter(self, state: State) -> None:
+        """Move to ``state`` if the class's transition table allows it."""
+        if state not in self.TRANSITIONS.get(self.state, ()):
+            raise LocalProtocolError(f"{type(self).__name__}: {self.state} -> {state}")
+        self.state = state
+
     def _terminate(self) -> list[Action]:
-        self.state = State.TERMINATED
+        self.state = State.TERMINATED  # always allowed: timers, transport errors
         self._deadlines.clear()
         return [Terminated()]
 
@@ -211,6 +240,7 @@ class Transaction:
 class ClientInviteTransaction(Transaction):
     """§17.1.1, Figure 5, with RFC 6026's Accepted state."""
 
+    TRANSITIONS = CLIENT_INVITE
     _ack: Request | None = None  # built on the first non-2xx final response (§17.1.1.3)
 
     def start(self, now: float) -> list[Action]:
@@ -228,15 +258,15 @@ class ClientInviteTransaction(Transaction):
         if state in (State.CALLING, State.PROCEEDING):
             self._deadlines.pop("A", None)
             if code < 200:
-                self.state = State.PROCEEDING
+                self._enter(State.PROCEEDING)
                 self._deadlines.pop("B", None)
                 return [Deliver(response)]
             if code < 300:
-                self.state = State.ACCEPTED
+                self._enter(State.ACCEPTED)
                 self._deadlines.clear()
                 self._set("M", now + 64 * self.timers.t1)
                 return [Deliver(response)]
-            self.state = State.COMPLETED
+            self._enter(State.COMPLETED)
             self._deadlines.clear()
             self._ack = build_ack(self.request, response)
             self._set("D", now + (0.0 if self.reliable else self.timers.timer_d))
@@ -262,6 +292,8 @@ class ClientInviteTransaction(Transaction):
 class ClientNonInviteTransaction(Transaction):
     """§17.1.2, Figure 6."""
 
+    TRANSITIONS = CLIENT_NON_INVITE
+
     def start(self, now: float) -> list[Action]:
         if self.state is not State.TERMINATED or self._deadlines:
             raise LocalProtocolError("transaction already started")
@@ -275,9 +307,9 @@ class ClientNonInviteTransaction(Transaction):
         if self.state not in (State.TRYING, State.PROCEEDING):
             return []  # retransmissions in Completed are absorbed
         if response.status_code < 200:
-            self.state = State.PROCEEDING
+            self._enter(State.PROCEEDING)
             return [Deliver(response)]
-        self.state = State.COMPLETED
+        self._enter(State.COMPLETED)
         self._deadlines.clear()
         self._set("K", now + (0.0 if self.reliable else self.timers.t4))
         return [Deliver(response)]
@@ -305,6 +337,8 @@ class ServerInviteTransaction(Transaction):
     drives it.
     """
 
+    TRANSITIONS = SERVER_INVITE
+
     def __init__(
         self,
         request: Request,
@@ -329,7 +363,7 @@ class ServerInviteTransaction(Transaction):
     def receive_request(self, request: Request, now: float) -> list[Action]:
         if request.method == "ACK":
             if self.state is State.COMPLETED:
-                self.state = State.CONFIRMED
+                self._enter(State.CONFIRMED)
                 self._deadlines.pop("G", None)
                 self._deadlines.pop("H", None)
                 self._set("I", now + (0.0 if self.reliable else self.timers.t4))
@@ -354,12 +388,12 @@ class ServerInviteTransaction(Transaction):
             return [Transmit(response)]
         self._interval = self.timers.t1
         if code < 300:
-            self.state = State.ACCEPTED
+            self._enter(State.ACCEPTED)
             if not self.reliable:
                 self._set("G", now + self._interval)
             self._set("L", now + 64 * self.timers.t1)
         else:
-            self.state = State.COMPLETED
+            self._enter(State.COMPLETED)
             if not self.reliable:
                 self._set("G", now + self._interval)
             self._set("H", now + 64 * self.timers.t1)
@@ -381,6 +415,8 @@ class ServerInviteTransaction(Transaction):
 class ServerNonInviteTransaction(Transaction):
     """§17.2.2, Figure 8."""
 
+    TRANSITIONS = SERVER_NON_INVITE
+
     def __init__(self, request: Request, *, reliable: bool, timers: Timers) -> None:
         super().__init__(request, reliable=reliable, timers=timers)
         self.state = State.TRYING
@@ -399,9 +435,9 @@ class ServerNonInviteTransaction(Transaction):
             raise LocalProtocolError(f"cannot send {response.status_code} in {self.state}")
         self.last_response = response
         if response.status_code < 200:
-            self.state = State.PROCEEDING
+            self._enter(State.PROCEEDING)
         else:
-            self.state = State.COMPLETED
+            self._enter(State.COMPLETED)
             self._set("J", now + (0.0 if self.reliable else 64 * self.timers.t1))
         return [Transmit(response)]
 
