@@ -15,6 +15,7 @@ from cloudphone.gateway.edge import AppEdge, GatewayEndpoint
 from cloudphone.gateway.engine import RegistrationEngine
 from cloudphone.gateway.gateway import Gateway
 from cloudphone.gateway.messages import MessageStore
+from cloudphone.gateway.rfc8599 import PushProxy
 from cloudphone.gateway.service import GatewayPolicy, PushInstanceService
 from cloudphone.gateway.upstream import Upstream
 from cloudphone.privacy.sealing import (
@@ -94,6 +95,7 @@ class Runtime:
                 messages=MessageStore(db, clock, ttl=timedelta(days=g.message_ttl_days)),
                 max_message_bytes=g.message_max_bytes,
             )
+            calls.pns = PushProxy(calls, db, push, settings.push)
         gateway = Gateway(
             instances,
             upstream,

@@ -528,3 +528,49 @@ async def test_baresip_started_by_the_push_registers_at_the_edge_and_answers(
         app.terminate()
         await asyncio.wait_for(app.wait(), 5)
     assert _events(runtime)[:4] == ["invite", "push", "forked", "answered"]
+
+
+async def test_rfc8599_app_registers_through_the_gateway_and_is_pushed_for_the_call(
+    api: httpx.AsyncClient, runtime: Runtime, kamailio: KamailioInstance, fcm: LocalFcm, sipp: Sipp
+) -> None:
+    root = await global_operator(runtime)
+    world = await make_world(
+        api, root, "sip", features={"incoming_call_mode": "rfc8599"}, user="alice"
+    )
+    r = await api.patch(
+        f"/v1/tenants/{world.tenant_id}",
+        headers=root,
+        json={"registrar_hosts": [f"127.0.0.1:{kamailio.port}"]},
+    )
+    assert r.status_code == 200, r.text
+    prid = "fcm-pn-" + secrets.token_hex(16)
+    auth = "[authentication username=alice password=alice-secret]"
+    keys = ["-key", "pnparam", PROJECT]
+
+    async def register(provider: str, scenario: str = "app_register_pn.xml") -> int:
+        port = free_port()
+        run = sipp.start(
+            scenario,
+            local_port=port,
+            remote=_edge(runtime),
+            injection=[f"alice;{auth};sip.test;127.0.0.1:{port};{prid}"],
+            extra=["-key", "provider", provider, *keys],
+            name=f"pn-{scenario}-{port}",
+        )
+        await _finished(run, within=10)
+        return port
+
+    await register("pushy", "app_register_pn_refused.xml")  # 555: not a service we push to
+    await register("fcm")
+    engine_port = str(_relay(runtime).engine.udp_address[1])
+    assert engine_port in kamailio.kamcmd("ul.lookup", "location", "alice")  # our Contact
+
+    caller = _caller(sipp, kamailio, "uac_call.xml", "-d", "300")
+    (push,) = await _pushes(fcm, "incoming_call")
+    assert push["token"] == prid
+    # the push wakes the app; its REGISTER (through the gateway) releases the held INVITE
+    port = await register("fcm")
+    app = sipp.start("app_answer.xml", local_port=port, name=f"pn-answer-{port}")
+    await _finished(caller)
+    await _finished(app)
+    assert _events(runtime)[:4] == ["invite", "push", "forked", "answered"]

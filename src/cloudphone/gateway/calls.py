@@ -21,7 +21,7 @@ import enum
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 
@@ -31,6 +31,10 @@ from cloudphone.core.settings import GatewaySettings
 from cloudphone.gateway.edge import AppBinding, AppEdge, GatewayEndpoint
 from cloudphone.gateway.engine import RegistrationEngine, UpstreamFlow
 from cloudphone.gateway.messages import IS_COMPOSING, MessageStore
+from cloudphone.gateway.rfc8599 import PNS_PREFIX, pn_contact
+
+if TYPE_CHECKING:
+    from cloudphone.gateway.rfc8599 import PushProxy
 from cloudphone.gateway.models import PushInstance
 from cloudphone.push import (
     CallAnsweredElsewhere,
@@ -166,6 +170,7 @@ class CallRelay:
         self.clock = clock
         self.hold_s = hold_s
         self.messages = messages
+        self.pns: PushProxy | None = None  # RFC 8599 mode, set by the composition root
         self.max_message_bytes = max_message_bytes
         self.calls: dict[tuple[str, str], HeldCall] = {}  # (instance, Call-ID)
         self._by_tx: dict[Transaction, HeldCall] = {}
@@ -214,7 +219,11 @@ class CallRelay:
         request = incoming.request
         from_app = not isinstance(incoming.flow, UpstreamFlow)
         if from_app and request.method == "REGISTER":
-            self.edge.register(incoming)
+            contact = pn_contact(request) if self.pns is not None else None
+            if contact is not None and self.pns is not None:
+                self._spawn(self.pns.register(incoming, contact))
+            else:
+                self.edge.register(incoming)
             return
         if incoming.transaction is not None:
             too_many = check_max_forwards(request)
@@ -330,7 +339,7 @@ class CallRelay:
         if binding is None:
             incoming.respond(403, "Register First")
             return
-        flow = await self.engine.flow_towards(binding.instance_id)
+        flow = await self._upstream_for(binding.instance_id)
         if flow is None:
             incoming.respond(480)
             return
@@ -359,18 +368,41 @@ class CallRelay:
             challenge = response
         self._relay(incoming, response)
 
+    async def _upstream_for(self, instance_id: str) -> Flow | None:
+        pns = self.pns.upstream_of(instance_id) if self.pns is not None else None
+        if pns is not None:
+            return await self.engine.flow_to((*pns.registrar, "udp"))
+        return await self.engine.flow_towards(instance_id)
+
+    async def _devices(self, instance_id: str) -> list[WakeTarget]:
+        if instance_id.startswith(PNS_PREFIX):
+            return self.pns.devices(instance_id) if self.pns is not None else []
+        return await self.directory.devices(instance_id)
+
     # -- incoming calls ---------------------------------------------------------------------
 
     def _incoming(self, incoming: IncomingRequest) -> None:
         request = incoming.request
         user = getattr(request.uri, "user", None)
         instance_id = self.engine.instance_for_contact(user or "")
+        if instance_id is None and self.pns is not None:
+            pns = self.pns.binding(user or "")
+            if pns is not None:
+                # RFC 8599 §6.2: the app is presumed suspended: push, then wait for the
+                # REGISTER the push triggers before forwarding.
+                instance_id = pns.instance_id
+                self.edge.forget(instance_id)
         if instance_id is None:
             incoming.respond(404)
             return
         binding = self.edge.binding(instance_id)
         if request.method != "INVITE":
-            if binding is None and request.method == "MESSAGE" and self.messages is not None:
+            if (
+                binding is None
+                and request.method == "MESSAGE"
+                and self.messages is not None
+                and not instance_id.startswith(PNS_PREFIX)
+            ):
                 self._spawn(self._hold_message(incoming, instance_id))
                 return
             if binding is None:
@@ -407,7 +439,7 @@ class CallRelay:
         self._spawn(self._wake(call))
 
     async def _wake(self, call: HeldCall) -> None:
-        devices = [d for d in await self.directory.devices(call.instance_id) if d.call_token]
+        devices = [d for d in await self._devices(call.instance_id) if d.call_token]
         if not call.open:
             return
         sent_at = self.clock.now()
@@ -467,7 +499,7 @@ class CallRelay:
 
     async def _alert(self, call: HeldCall, notification: Notification) -> None:
         """A visible alert (not a VoIP push: iOS would kill an app woken for no call)."""
-        for device in call.pushed or await self.directory.devices(call.instance_id):
+        for device in call.pushed or await self._devices(call.instance_id):
             token = device.notice_token or (
                 device.call_token if device.platform != "apns" else None
             )

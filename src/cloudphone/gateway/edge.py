@@ -125,6 +125,19 @@ class AppEdge:
             uri += f";transport={transport.lower()}"
         return f"<{uri};lr;cpgw>"
 
+    def bind(self, binding: AppBinding) -> None:
+        """Bind a flow registered by other means (RFC 8599 mode: the provider said 200)."""
+        old = self._by_instance.get(binding.instance_id)
+        if old is not None and old.flow is binding.flow:
+            old.contact, old.expires_at = binding.contact, binding.expires_at
+            binding = old
+        else:
+            self.forget(binding.instance_id)
+            self._by_instance[binding.instance_id] = binding
+            self._by_token[binding.token] = binding
+        if self.on_bound is not None:
+            self.on_bound(binding)
+
     def forget(self, instance_id: str) -> None:
         binding = self._by_instance.pop(instance_id, None)
         if binding is not None:

@@ -556,9 +556,11 @@ class RegistrationEngine:
         if isinstance(message, Response):
             binding = self._by_branch.get(message.via.branch or "")
             if binding is None or binding.tx is None:
-                if self.relay is not None and message.cseq.method != "REGISTER":
+                if self.relay is not None:
+                    # a response to a request the relay sent (an app's REGISTER in RFC 8599
+                    # mode too); a late one of ours finds no transaction there and is dropped
                     self.relay(message, self._flow_of(source, stream))
-                return  # else a late retransmission; the transaction is gone
+                return
             tx = binding.tx
             self._run(binding, tx, tx.receive_response(message, asyncio.get_running_loop().time()))
             return
