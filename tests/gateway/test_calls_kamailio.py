@@ -280,12 +280,15 @@ async def test_no_device_in_time_gets_480_with_reason_and_a_missed_call_alert(
     api: httpx.AsyncClient, runtime: Runtime, kamailio: KamailioInstance, fcm: LocalFcm, sipp: Sipp
 ) -> None:
     world = await _world(api, runtime)
-    await _phone(api, kamailio, world.device)
+    phone = await _phone(api, kamailio, world.device)
     caller = _caller(sipp, kamailio, "uac_unanswered.xml")
     await _pushes(fcm, "incoming_call")
     await _finished(caller, within=HOLD_S + 10)
     await _pushes(fcm, "call_missed")
     assert "final-480" in _events(runtime)
+    # Woken too late, the app is still shown the call it was pushed for, then its end.
+    app = await _app(sipp, runtime, phone, "app_cancelled.xml")
+    await _finished(app)
     assert len([m for m in fcm.received if _kind(m) == "incoming_call"]) == 1
 
 
@@ -480,7 +483,9 @@ async def _dump(rt: Runtime) -> str:
     return "\n".join(rows)
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_baresip_started_by_the_push_registers_at_the_edge_and_answers(
+    transport: str,
     api: httpx.AsyncClient,
     runtime: Runtime,
     kamailio: KamailioInstance,
@@ -497,7 +502,9 @@ async def test_baresip_started_by_the_push_registers_at_the_edge_and_answers(
     # The push arrived: the "app" starts, as a real softphone would when woken.
     home = tmp_path / "baresip"
     home.mkdir()
-    edge_host, edge_port = _edge(runtime)
+    edge = _relay(runtime).endpoint.local_address(transport)
+    assert edge is not None
+    edge_host, edge_port = edge
     rtp = free_port()
     (home / "config").write_text(
         (PEERS / "baresip" / "config")
@@ -513,6 +520,7 @@ async def test_baresip_started_by_the_push_registers_at_the_edge_and_answers(
             edge_password=phone.password,
             edge_host=edge_host,
             edge_port=edge_port,
+            transport=transport,
         )
     )
     (home / "contacts").write_text("")

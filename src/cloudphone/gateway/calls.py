@@ -473,6 +473,9 @@ class CallRelay:
 
     def _final(self, call: HeldCall, status: int, text: str, *, missed: bool) -> None:
         """Our own final answer upstream, with a Reason (RFC 3326) saying why."""
+        # A device pushed but never connected still gets INVITE + CANCEL if it connects
+        # within the ring window: the VoIP push promised CallKit a call.
+        call.owes_cancel = call.state is CallState.HOLDING and bool(call.pushed)
         call.state = CallState.ENDED
         if _pending(call.incoming.transaction):
             call.incoming.respond(status, headers=[("Reason", f'SIP;cause={status};text="{text}"')])
@@ -569,7 +572,7 @@ class CallRelay:
                 continue
             if call.open:
                 self._fork(call, binding)
-            elif call.state is CallState.CANCELLED and call.owes_cancel:
+            elif call.state in (CallState.CANCELLED, CallState.ENDED) and call.owes_cancel:
                 call.owes_cancel = False  # INVITE then CANCEL, once: CallKit sees the call
                 self._fork(call, binding, cancel_at_once=True)
 
