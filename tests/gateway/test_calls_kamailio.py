@@ -553,7 +553,7 @@ async def test_rfc8599_app_registers_through_the_gateway_and_is_pushed_for_the_c
     assert r.status_code == 200, r.text
     prid = "fcm-pn-" + secrets.token_hex(16)
     auth = "[authentication username=alice password=alice-secret]"
-    keys = ["-key", "pnparam", PROJECT]
+    keys = ["-key", "pnparam", PROJECT, "-key", "expires", "600"]
 
     async def register(provider: str, scenario: str = "app_register_pn.xml") -> int:
         port = free_port()
@@ -582,3 +582,12 @@ async def test_rfc8599_app_registers_through_the_gateway_and_is_pushed_for_the_c
     await _finished(caller)
     await _finished(app)
     assert _events(runtime)[:4] == ["invite", "push", "forked", "answered"]
+
+    # §6.1 +sip.pnsreg: before the binding lapses the app is pushed to refresh it.
+    pns = _relay(runtime).pns
+    assert pns is not None
+    pns.pnsreg_s = 19
+    keys[-1] = "20"  # Expires: 20 -> the refresh push one second after the 200
+    await register("fcm")
+    (wake,) = await _pushes(fcm, "registration_wake_up", within=5)
+    assert wake["token"] == prid

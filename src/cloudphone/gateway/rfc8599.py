@@ -67,6 +67,7 @@ class PushProxy:
         self.db = db
         self.push = push
         self.config = config
+        self.pnsreg_s = PNSREG_S
         self._by_key: dict[str, PnsBinding] = {}
         self._by_prid: dict[tuple[str, str], PnsBinding] = {}
 
@@ -137,7 +138,7 @@ class PushProxy:
             relayed.headers.remove("contact")
             relayed.headers.add("Contact", f"<{binding.contact}>;expires={expires}")
             for name, value in _caps(
-                f'+sip.pns="{provider}";+sip.pnsreg="{PNSREG_S}";+sip.pnspurr="{binding.purr}"'
+                f'+sip.pns="{provider}";+sip.pnsreg="{self.pnsreg_s}";+sip.pnspurr="{binding.purr}"'
             ):
                 relayed.headers.add(name, value)
             if expires == 0:
@@ -160,7 +161,7 @@ class PushProxy:
         if binding.refresh is not None:
             binding.refresh.cancel()
         loop = asyncio.get_running_loop()
-        delay = max(1.0, expires - PNSREG_S)
+        delay = max(1.0, expires - self.pnsreg_s)
         binding.refresh = loop.call_later(delay, self._push_refresh, binding)
 
     def _forget(self, binding: PnsBinding) -> None:
