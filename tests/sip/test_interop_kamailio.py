@@ -28,6 +28,10 @@ from cloudphone.testing.sipp import Sipp
 
 pytestmark = pytest.mark.integration
 
+# A 2xx retransmitted before our ACK arrived is answered with the ACK again (§13.2.2.4); a
+# scripted SIPp UAS would abort on that second ACK: -nd makes it ignore unexpected messages.
+TOLERATE_RETRANSMISSIONS = ["-nd"]
+
 TRANSPORTS = ["UDP", "TCP", "TLS"]
 
 
@@ -188,7 +192,7 @@ async def test_cloudphone_as_uac_towards_a_sipp_uas(
     """cloudphone → Kamailio over ``transport`` → SIPp UAS (UDP), following Record-Route."""
     await endpoint.listen(transport, ssl_context=server_tls)
     uas_port = free_port()
-    callee = sipp.start("uas_call_fast.xml", local_port=uas_port)
+    callee = sipp.start("uas_call_fast.xml", local_port=uas_port, extra=TOLERATE_RETRANSMISSIONS)
     sipp.wait_listening(uas_port)
     # bind bob's AOR to the SIPp UAS (a third-party registration, allowed with bob's credentials)
     runner = registration(
@@ -236,7 +240,7 @@ async def test_uac_answers_a_407_proxy_challenge(
     kamailio = kamailio_callauth
     await endpoint.listen("UDP")
     uas_port = free_port()
-    callee = sipp.start("uas_call_fast.xml", local_port=uas_port)
+    callee = sipp.start("uas_call_fast.xml", local_port=uas_port, extra=TOLERATE_RETRANSMISSIONS)
     sipp.wait_listening(uas_port)
     runner = registration(
         endpoint, kamailio, "UDP", user="bob", contact=sip_uri(f"sip:bob@127.0.0.1:{uas_port}")
