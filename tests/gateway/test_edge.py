@@ -1,5 +1,5 @@
 """The app's SIP edge in-process: digest REGISTER binds the flow (UDP, TCP, TLS), a wrong
-password does not, Expires: 0 unbinds, too brief an expiry gets 423."""
+password does not, too brief an expiry gets 423, and nobody unregistered is relayed (P2)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from cloudphone.core.clock import SystemClock
+from cloudphone.gateway.calls import CallRelay
 from cloudphone.gateway.edge import AppBinding, AppEdge, GatewayEndpoint
+from cloudphone.gateway.engine import RegistrationEngine
 from cloudphone.sip import Request, Response, parse_uri
 from cloudphone.sip.digest import Credentials, DigestClient
 from cloudphone.sipnet.endpoint import Endpoint, new_tag
@@ -120,3 +123,33 @@ async def test_too_brief_then_unregister(
     await client.close()
     await asyncio.sleep(0.05)  # the connection is gone: the flow is no longer live
     assert app_edge.binding("instance-1") is None
+
+
+@pytest.mark.promise("P2")
+async def test_an_unregistered_client_cannot_use_the_gateway_as_a_relay(
+    edge: tuple[AppEdge, _Instances, list[AppBinding]],
+) -> None:
+    app_edge, _, _ = edge
+    engine = RegistrationEngine(clock=SystemClock())
+    CallRelay(app_edge.endpoint, engine, app_edge, None, None, SystemClock())  # type: ignore[arg-type]
+    address = app_edge.endpoint.local_address("UDP")
+    assert address is not None
+    client = Endpoint()
+    try:
+        for to_tag in ("", f";tag={new_tag()}"):  # a new request, and an in-dialog one
+            request = Request(
+                "INVITE" if not to_tag else "BYE",
+                parse_uri("sip:victim@198.51.100.7:5060"),
+                [
+                    ("From", f"<sip:mallory@sip.test>;tag={new_tag()}"),
+                    ("To", f"<sip:victim@198.51.100.7>{to_tag}"),
+                    ("Call-ID", new_tag()),
+                    ("CSeq", "1 " + ("INVITE" if not to_tag else "BYE")),
+                    ("Contact", "<sip:mallory@127.0.0.1:5999>"),
+                ],
+            )
+            response = await client.request(request, Target("UDP", *address))
+            assert response.status_code == 403
+    finally:
+        await client.close()
+        await engine.close()

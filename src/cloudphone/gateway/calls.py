@@ -50,7 +50,7 @@ from cloudphone.push.service import Platform
 from cloudphone.sip import Address, Request, Response, SipURI, parse_uri
 from cloudphone.sip.digest import DigestClient
 from cloudphone.sip.message import make_response
-from cloudphone.sip.proxy import check_max_forwards, forward_copy, next_hop, pop_via, push_via
+from cloudphone.sip.proxy import check_max_forwards, forward_copy, pop_via, push_via
 from cloudphone.sip.transaction import ServerInviteTransaction, State, Transaction
 from cloudphone.sipnet.endpoint import IncomingRequest, TransactionFailed, new_branch, new_tag
 from cloudphone.sipnet.transport import Flow
@@ -279,16 +279,17 @@ class CallRelay:
                 return
             flow = binding.flow
         else:
-            hop = next_hop(out)
-            if not isinstance(hop, SipURI):
-                if incoming.transaction is not None:
-                    incoming.respond(416)
-                return
+            # Only a registered app may send, and only to its own provider (P2: no open
+            # relay): whatever the route set says next, the request leaves on the flow to
+            # the instance's outbound proxy or registrar, which routes it on (§16.6 step 7).
+            app = self.edge.binding_for_flow(incoming.flow)
             try:
-                flow = await self._upstream_flow(hop)
+                flow = await self._upstream_for(app.instance_id) if app is not None else None
             except OSError:
+                flow = None
+            if flow is None:
                 if incoming.transaction is not None:
-                    incoming.respond(503)
+                    incoming.respond(403 if app is None else 503)
                 return
         if incoming.transaction is None:  # ACK for a 2xx (§16.11): no transaction
             push_via(out, flow.transport, *self._via_host(flow), new_branch())
@@ -301,11 +302,6 @@ class CallRelay:
 
     def _via_host(self, flow: Flow) -> tuple[str, int]:
         return self.endpoint.local_address(flow.transport) or flow.local
-
-    async def _upstream_flow(self, hop: SipURI) -> Flow:
-        transport = (hop.transport or "udp").lower()
-        port = hop.port or (5061 if transport == "tls" else 5060)
-        return await self.engine.flow_to((hop.host.strip("[]"), port, transport))
 
     async def _proxy(self, incoming: IncomingRequest, out: Request, flow: Flow) -> None:
         try:
