@@ -40,6 +40,7 @@ from cloudphone.push import (
     CallAnsweredElsewhere,
     Caller,
     CallMissed,
+    Delivered,
     IncomingCall,
     Message,
     PushDispatcher,
@@ -442,13 +443,14 @@ class CallRelay:
         notification = IncomingCall(call.caller, call.call_id, sent_at, call.ring_until)
         call.pushed = devices
         self.events.append(("push", call.call_id))
-        outcomes = await asyncio.gather(
-            *(
-                self.push.send(d.app_id, d.platform, PushToken(d.call_token or ""), notification)
-                for d in devices
-            )
-        )
-        delivered = sum(1 for o in outcomes if type(o).__name__ == "Delivered")
+        sends = [
+            self.push.send(d.app_id, d.platform, PushToken(d.call_token or ""), notification)
+            for d in devices
+        ]
+        # One device (the usual case) is pushed in this very step: gather() would first wrap
+        # it in a task and cost a loop iteration of wake latency.
+        outcomes = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
+        delivered = sum(1 for o in outcomes if isinstance(o, Delivered))
         progress = f"pushed; devices={len(devices)}; delivered={delivered}"
         log.info("call push sent", instance_id=call.instance_id, delivered=delivered)
         if call.state is CallState.HOLDING and _pending(call.incoming.transaction):
