@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import enum
 import ssl
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -176,8 +177,8 @@ class CallRelay:
         self.calls: dict[tuple[str, str], HeldCall] = {}  # (instance, Call-ID)
         self._by_tx: dict[Transaction, HeldCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # Observers for tests and the benchmark: (event, call id) as it happens.
-        self.events: list[tuple[str, str]] = []
+        # For tests and operators: the latest (event, call id or message id), bounded.
+        self.events: deque[tuple[str, str]] = deque(maxlen=10_000)
         endpoint.on_request = self._on_request
         endpoint.on_cancel = self._on_cancel
         engine.relay = endpoint.accept

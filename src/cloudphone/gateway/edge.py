@@ -81,6 +81,7 @@ class AppEdge:
         self.on_bound = on_bound
         self._by_instance: dict[str, AppBinding] = {}
         self._by_token: dict[str, AppBinding] = {}
+        self._by_flow: dict[Flow, AppBinding] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def listen(
@@ -106,10 +107,10 @@ class AppEdge:
 
     def binding_for_flow(self, flow: Flow) -> AppBinding | None:
         """The instance an app flow registered (requests from it act for that instance)."""
-        for binding in self._by_instance.values():
-            if binding.flow is flow and binding.live(self.endpoint.now()):
-                return binding
-        return None
+        binding = self._by_flow.get(flow)
+        if binding is None or not binding.live(self.endpoint.now()):
+            return None
+        return binding
 
     def by_token(self, token: str) -> AppBinding | None:
         return self._by_token.get(token)
@@ -132,16 +133,22 @@ class AppEdge:
             old.contact, old.expires_at = binding.contact, binding.expires_at
             binding = old
         else:
-            self.forget(binding.instance_id)
-            self._by_instance[binding.instance_id] = binding
-            self._by_token[binding.token] = binding
+            self._add(binding)
         if self.on_bound is not None:
             self.on_bound(binding)
+
+    def _add(self, binding: AppBinding) -> None:
+        self.forget(binding.instance_id)
+        self._by_instance[binding.instance_id] = binding
+        self._by_token[binding.token] = binding
+        self._by_flow[binding.flow] = binding
 
     def forget(self, instance_id: str) -> None:
         binding = self._by_instance.pop(instance_id, None)
         if binding is not None:
             self._by_token.pop(binding.token, None)
+            if self._by_flow.get(binding.flow) is binding:
+                del self._by_flow[binding.flow]
 
     # -- REGISTER ---------------------------------------------------------------------------
 
@@ -194,10 +201,8 @@ class AppEdge:
             old.contact, old.expires_at = contact, now + expires
             binding = old
         else:
-            self.forget(instance_id)
             binding = AppBinding(instance_id, incoming.flow, contact, now + expires)
-            self._by_instance[instance_id] = binding
-            self._by_token[binding.token] = binding
+            self._add(binding)
         incoming.respond(200, headers=[("Contact", f"<{contact}>;expires={expires}")])
         log.info("app flow bound", instance_id=instance_id, transport=incoming.flow.transport)
         if self.on_bound is not None:

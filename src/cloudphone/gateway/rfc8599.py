@@ -55,6 +55,7 @@ class PnsBinding:
     contact: str = ""  # the app's own Contact URI (with its pn-* parameters)
     registrar: tuple[str, int] = ("127.0.0.1", 5060)  # where its requests go upstream
     refresh: asyncio.TimerHandle | None = None
+    lapse: asyncio.TimerHandle | None = None
 
     @property
     def instance_id(self) -> str:
@@ -143,7 +144,6 @@ class PushProxy:
                 relayed.headers.add(name, value)
             if expires == 0:
                 self._forget(binding)
-                self.relay.edge.forget(binding.instance_id)
             else:
                 self._remember(binding, expires)
                 app = AppBinding(
@@ -163,10 +163,16 @@ class PushProxy:
         loop = asyncio.get_running_loop()
         delay = max(1.0, expires - self.pnsreg_s)
         binding.refresh = loop.call_later(delay, self._push_refresh, binding)
+        if binding.lapse is not None:
+            binding.lapse.cancel()
+        # Not refreshed in time: the provider dropped the binding, and we drop the token.
+        binding.lapse = loop.call_later(expires + 5.0, self._forget, binding)
 
     def _forget(self, binding: PnsBinding) -> None:
-        if binding.refresh is not None:
-            binding.refresh.cancel()
+        for handle in (binding.refresh, binding.lapse):
+            if handle is not None:
+                handle.cancel()
+        self.relay.edge.forget(binding.instance_id)
         self._by_key.pop(binding.key, None)
         self._by_prid.pop((binding.aor, binding.prid), None)
 
