@@ -162,7 +162,9 @@ async def _world(api: httpx.AsyncClient, rt: Runtime) -> World:
     return world
 
 
-async def _phone(api: httpx.AsyncClient, kam: KamailioInstance, device: dict[str, str]) -> Phone:
+async def _phone(
+    api: httpx.AsyncClient, kam: KamailioInstance, device: dict[str, str], upstream: str = "udp"
+) -> Phone:
     token = "fcm-call-" + secrets.token_hex(20)
     body: dict[str, Any] = {
         "sip": {
@@ -170,7 +172,7 @@ async def _phone(api: httpx.AsyncClient, kam: KamailioInstance, device: dict[str
             "auth_username": "alice",
             "password": "alice-secret",
             "registrar": f"127.0.0.1:{kam.port}",
-            "transport": "udp",
+            "transport": upstream,
             "expiry": 300,
         },
         "push": {"platform": "android", "app_id": APP_ID, "call_push_token": token},
@@ -257,11 +259,17 @@ def _events(rt: Runtime) -> list[str]:
     return [event for event, _ in _relay(rt).events]
 
 
+@pytest.mark.parametrize("upstream", ["udp", "tcp"])
 async def test_wake_and_answer(
-    api: httpx.AsyncClient, runtime: Runtime, kamailio: KamailioInstance, fcm: LocalFcm, sipp: Sipp
+    upstream: str,
+    api: httpx.AsyncClient,
+    runtime: Runtime,
+    kamailio: KamailioInstance,
+    fcm: LocalFcm,
+    sipp: Sipp,
 ) -> None:
     world = await _world(api, runtime)
-    phone = await _phone(api, kamailio, world.device)
+    phone = await _phone(api, kamailio, world.device, upstream)
     caller = _caller(sipp, kamailio, "uac_call.xml", "-d", "300")
 
     (push,) = await _pushes(fcm, "incoming_call")

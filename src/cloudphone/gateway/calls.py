@@ -254,17 +254,24 @@ class CallRelay:
             popped.append(uri)
         return popped or None
 
-    def _record_route(self, out: Request, binding: AppBinding, towards_app: bool) -> None:
+    def _record_route(
+        self, out: Request, binding: AppBinding, towards_app: bool, upstream_flow: Flow
+    ) -> None:
         """Double Record-Route (§16.6 step 4): the entry of the side the request came in on
         first, then the side it leaves on, so each side's route set starts with ours."""
-        upstream = self._upstream_rr()
+        upstream = self._upstream_rr(upstream_flow)
         edge = self.edge.record_route(binding)
         for entry in (upstream, edge) if towards_app else (edge, upstream):
             out.headers.prepend("Record-Route", entry)
 
-    def _upstream_rr(self) -> str:
-        host, port = self.engine.udp_address
-        return f"<sip:{host}:{port};lr;cpgw>"
+    @staticmethod
+    def _upstream_rr(flow: Flow) -> str:
+        """Our entry on the provider's side names the flow the dialog began on: the shared
+        UDP socket, or the TCP/TLS connection (the provider reuses it, RFC 5923 style)."""
+        host, port = flow.local
+        if flow.transport == "UDP":
+            return f"<sip:{host}:{port};lr;cpgw>"
+        return f"<sip:{host}:{port};transport={flow.transport.lower()};lr;cpgw>"
 
     async def _in_dialog(
         self, incoming: IncomingRequest, ours: list[SipURI] | None, from_app: bool
@@ -346,7 +353,7 @@ class CallRelay:
         while True:
             out = forward_copy(request)
             if out.method in ("INVITE", "SUBSCRIBE"):
-                self._record_route(out, binding, towards_app=False)
+                self._record_route(out, binding, towards_app=False, upstream_flow=flow)
             if challenge is not None:
                 credentials = self.engine.credentials_for(binding.instance_id)
                 if credentials is None or not DigestClient(credentials).authorize(out, challenge):
@@ -408,7 +415,7 @@ class CallRelay:
                 return
             out = forward_copy(request, parse_uri(binding.contact))
             if out.method == "SUBSCRIBE":
-                self._record_route(out, binding, towards_app=True)
+                self._record_route(out, binding, towards_app=True, upstream_flow=incoming.flow)
             self._spawn(self._proxy(incoming, out, binding.flow))
             return
         key = (instance_id, request.call_id)
@@ -578,7 +585,7 @@ class CallRelay:
     def _fork(self, call: HeldCall, binding: AppBinding, *, cancel_at_once: bool = False) -> None:
         original = call.incoming.request
         out = forward_copy(original, parse_uri(binding.contact))
-        self._record_route(out, binding, towards_app=True)
+        self._record_route(out, binding, towards_app=True, upstream_flow=call.incoming.flow)
         branch = _Branch(binding, out)
         call.branches[binding.token] = branch
         if call.state is CallState.HOLDING:
