@@ -439,6 +439,22 @@ async def test_message_for_a_sleeping_app_is_stored_announced_then_delivered(
         await asyncio.sleep(0.05)
     assert await store.count(instance_id) == 0  # erased on delivery
 
+    _relay(runtime).max_message_bytes = 8  # the size limit (message_max_bytes)
+    await _phone(api, kamailio, world.device)  # a fresh instance, its app asleep again
+    large = _caller(
+        sipp,
+        kamailio,
+        "uac_message_too_large.xml",
+        "-key",
+        "ctype",
+        "text/plain",
+        "-key",
+        "text",
+        text,
+    )
+    await _finished(large)
+    assert len([m for m in fcm.received if _kind(m) == "message"]) == 1
+
 
 @pytest.mark.promise("P7")
 async def test_blf_subscription_relays_both_ways_and_leaves_no_trace_of_the_watched_uri(
