@@ -615,3 +615,18 @@ async def test_rfc8599_app_registers_through_the_gateway_and_is_pushed_for_the_c
     await register("fcm")
     (wake,) = await _pushes(fcm, "registration_wake_up", within=5)
     assert wake["token"] == prid
+
+
+async def test_a_stale_udp_binding_falls_back_to_the_push(
+    api: httpx.AsyncClient, runtime: Runtime, kamailio: KamailioInstance, fcm: LocalFcm, sipp: Sipp
+) -> None:
+    world = await _world(api, runtime)
+    phone = await _phone(api, kamailio, world.device)
+    await _registered_app(sipp, runtime, phone)  # registered, then suspended: nobody listens
+    caller = _caller(sipp, kamailio, "uac_call.xml", "-d", "300")
+    await _pushes(fcm, "incoming_call", within=10)  # after the silent flow
+    app = await _app(sipp, runtime, phone, "app_answer.xml")
+    await _finished(caller)
+    await _finished(app)
+    events = _events(runtime)
+    assert events.index("silent-flow") < events.index("push") < events.index("answered")

@@ -163,6 +163,7 @@ class CallRelay:
         hold_s: float = 120.0,
         messages: MessageStore | None = None,
         max_message_bytes: int = 16384,
+        silent_flow_s: float = 2.0,
     ) -> None:
         self.endpoint = endpoint
         self.engine = engine
@@ -172,6 +173,7 @@ class CallRelay:
         self.clock = clock
         self.hold_s = hold_s
         self.messages = messages
+        self.silent_flow_s = silent_flow_s  # no provisional in this long: the app sleeps
         self.pns: PushProxy | None = None  # RFC 8599 mode, set by the composition root
         self.max_message_bytes = max_message_bytes
         self.calls: dict[tuple[str, str], HeldCall] = {}  # (instance, Call-ID)
@@ -436,12 +438,29 @@ class CallRelay:
         self.events.append(("invite", call.call_id))
         if binding is not None:
             self._fork(call, binding)
+            loop = asyncio.get_running_loop()
+            call.timers.append(loop.call_later(self.silent_flow_s, self._silent_flow, call))
             return
-        incoming.respond(180, headers=[(PUSH_PROGRESS, "waking")])
+        self._hold(call)
+
+    def _hold(self, call: HeldCall) -> None:
+        call.state = CallState.HOLDING
+        call.incoming.respond(180, headers=[(PUSH_PROGRESS, "waking")])
         loop = asyncio.get_running_loop()
         call.timers.append(loop.call_later(self.hold_s, self._hold_expired, call))
         call.timers.append(loop.call_later(_KEEPALIVE_S, self._keepalive, call))
         self._spawn(self._wake(call))
+
+    def _silent_flow(self, call: HeldCall) -> None:
+        """The app's flow took the INVITE but nothing answered (a UDP binding outlives a
+        suspended app; RFC 5626 §4.4 calls such a flow dead): forget it, push, hold."""
+        if call.state is not CallState.RINGING:
+            return
+        if any(b.provisional.is_set() or b.final is not None for b in call.branches.values()):
+            return
+        self.edge.forget(call.instance_id)
+        self.events.append(("silent-flow", call.call_id))
+        self._hold(call)
 
     async def _wake(self, call: HeldCall) -> None:
         devices = [d for d in await self._devices(call.instance_id) if d.call_token]
@@ -630,6 +649,8 @@ class CallRelay:
     def _branch_failed(self, call: HeldCall, branch: _Branch, response: Response | None) -> None:
         if not call.open:
             return
+        if response is None and call.state is CallState.HOLDING:
+            return  # a dead flow's timeout: the woken app may still connect in time
         if any(b.final is None for b in call.branches.values()):
             return  # another device may still answer
         if response is not None:
