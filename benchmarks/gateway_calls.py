@@ -246,7 +246,7 @@ async def main() -> None:
     wake_calls = 150 if args.quick else 1500
     # Offered rates climb until a run fails more than 1 % of its calls: capacity is the
     # best rate carried cleanly, for each of the two relays.
-    ladder = [200] if args.quick else [150, 250, 400, 600, 800, 1000]
+    ladder = [200] if args.quick else [100, 150, 200, 250, 300, 350, 400, 500, 600, 800]
     seconds = 2 if args.quick else 6
 
     with tempfile.TemporaryDirectory() as tmp:
