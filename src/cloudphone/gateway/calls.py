@@ -234,6 +234,8 @@ class CallRelay:
             if too_many is not None:
                 incoming.send(too_many)
                 return
+        if from_app and (heard := self.edge.binding_for_flow(incoming.flow)) is not None:
+            heard.heard_at = self.endpoint.now()
         ours = self._pop_own_routes(request)
         if ours is not None or request.to_tag is not None or incoming.transaction is None:
             self._spawn(self._in_dialog(incoming, ours, from_app))
@@ -458,6 +460,9 @@ class CallRelay:
             return
         if any(b.provisional.is_set() or b.final is not None for b in call.branches.values()):
             return
+        now = self.endpoint.now()
+        if any(now - b.binding.heard_at < self.silent_flow_s for b in call.branches.values()):
+            return  # the app answers other traffic on this flow: slow, not gone
         self.edge.forget(call.instance_id)
         self.events.append(("silent-flow", call.call_id))
         self._hold(call)
@@ -619,6 +624,7 @@ class CallRelay:
     async def _run_branch(self, call: HeldCall, branch: _Branch) -> None:
         def provisional(response: Response) -> None:
             branch.provisional.set()
+            branch.binding.heard_at = self.endpoint.now()
             if call.open:
                 self._relay(call.incoming, response)
 
@@ -632,6 +638,7 @@ class CallRelay:
             return
         branch.final = response.status_code
         branch.provisional.set()
+        branch.binding.heard_at = self.endpoint.now()
         if 200 <= response.status_code < 300:
             first = call.state is not CallState.ANSWERED
             if call.open or call.state is CallState.ANSWERED:

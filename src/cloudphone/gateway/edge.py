@@ -30,6 +30,7 @@ log = get_logger(__name__)
 
 _MIN_EXPIRES = 60
 _MAX_EXPIRES = 3600
+_DIALOG_GRACE_S = 12 * 3600.0  # a record-routed dialog may outlive its registration
 
 
 class GatewayEndpoint(Endpoint):
@@ -58,6 +59,7 @@ class AppBinding:
     contact: str  # the app's Contact URI: Request-URI of what we send it
     expires_at: float
     token: str = field(default_factory=lambda: secrets.token_hex(8))  # names the flow in RR
+    heard_at: float = 0.0  # last message from the app on this flow (endpoint clock)
 
     def live(self, now: float) -> bool:
         return now < self.expires_at and not self.flow.closed
@@ -139,16 +141,24 @@ class AppEdge:
 
     def _add(self, binding: AppBinding) -> None:
         self.forget(binding.instance_id)
+        if len(self._by_token) > 2 * len(self._by_instance) + 1024:
+            self._prune_tokens()
         self._by_instance[binding.instance_id] = binding
         self._by_token[binding.token] = binding
         self._by_flow[binding.flow] = binding
 
     def forget(self, instance_id: str) -> None:
+        """The instance no longer takes new requests on this flow. Its token stays: dialogs
+        already record-routed over the flow keep reaching it while it lives."""
         binding = self._by_instance.pop(instance_id, None)
-        if binding is not None:
-            self._by_token.pop(binding.token, None)
-            if self._by_flow.get(binding.flow) is binding:
-                del self._by_flow[binding.flow]
+        if binding is not None and self._by_flow.get(binding.flow) is binding:
+            del self._by_flow[binding.flow]
+
+    def _prune_tokens(self) -> None:
+        now = self.endpoint.now()
+        for token, binding in list(self._by_token.items()):
+            if binding.flow.closed or now > binding.expires_at + _DIALOG_GRACE_S:
+                del self._by_token[token]
 
     # -- REGISTER ---------------------------------------------------------------------------
 
