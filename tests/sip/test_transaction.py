@@ -183,6 +183,8 @@ def test_invite_server_2xx_retransmitted_until_ack_then_timer_l() -> None:
     assert layer.accepted_invite_for_ack(ack) is tx  # type: ignore[arg-type]
     tx.ack_received(1.6)  # type: ignore[union-attr]
     assert run_until(layer, 100.0) == [(64 * T1, Terminated())]
+    assert layer.accepted_invite_for_ack(ack) is None  # forgotten with its transaction
+    assert len(layer) == 0
 
 
 def test_non_invite_server_timer_j_and_retransmitted_response() -> None:

@@ -462,6 +462,9 @@ class TransactionLayer:
         self.timers = timers or Timers()
         self._clients: dict[TxKey, ClientTransaction] = {}
         self._servers: dict[TxKey, ServerTransaction] = {}
+        # INVITE server transactions by (Call-ID, CSeq number, From tag): an ACK for a 2xx has a
+        # new branch (§17.2.3 does not match it), so it is found here in O(1), not by a scan.
+        self._invites: dict[tuple[str, int, str | None], ServerInviteTransaction] = {}
         self._heap: list[tuple[float, int, Transaction]] = []
         self._counter = itertools.count()
 
@@ -531,6 +534,7 @@ class TransactionLayer:
         new: ServerTransaction
         if request.method == "INVITE":
             new = ServerInviteTransaction(request, reliable=reliable, timers=self.timers)
+            self._invites[_dialog_key(request)] = new
         else:
             new = ServerNonInviteTransaction(request, reliable=reliable, timers=self.timers)
         self._servers[server_key(request)] = new
@@ -549,16 +553,8 @@ class TransactionLayer:
 
     def accepted_invite_for_ack(self, ack: Request) -> ServerInviteTransaction | None:
         """The accepted INVITE an ACK for a 2xx belongs to (same Call-ID, CSeq, tags)."""
-        for tx in self._servers.values():
-            if (
-                isinstance(tx, ServerInviteTransaction)
-                and tx.state is State.ACCEPTED
-                and tx.request.call_id == ack.call_id
-                and tx.request.cseq.seq == ack.cseq.seq
-                and tx.request.from_tag == ack.from_tag
-            ):
-                return tx
-        return None
+        tx = self._invites.get(_dialog_key(ack))
+        return tx if tx is not None and tx.state is State.ACCEPTED else None
 
     def transport_error(self, tx: Transaction) -> list[Action]:
         actions = tx.transport_error()
@@ -608,3 +604,11 @@ class TransactionLayer:
             key = server_key(tx.request)
             if self._servers.get(key) is tx:
                 del self._servers[key]
+            if isinstance(tx, ServerInviteTransaction):
+                dialog = _dialog_key(tx.request)
+                if self._invites.get(dialog) is tx:
+                    del self._invites[dialog]
+
+
+def _dialog_key(request: Request) -> tuple[str, int, str | None]:
+    return request.call_id, request.cseq.seq, request.from_tag
