@@ -72,6 +72,7 @@ class Runtime:
             GatewayPolicy(
                 expiry_warnings=tuple(timedelta(hours=h) for h in g.expiry_warning_hours),
                 failing_max_age=timedelta(hours=g.failing_max_age_hours),
+                edge_uris=_edge_uris(settings),
             ),
         )
         hook.bind(accounts, instances)
@@ -149,3 +150,17 @@ class _TokenDeadHook:
             [h.device_id for h in holders if h.as_call_token], "push_token_dead"
         )
         await self._accounts.clear_push_token(token.value, [h.device_id for h in holders])
+
+
+def _edge_uris(settings: Settings) -> tuple[str, ...]:
+    """The edge's listening points as SIP URIs (ports left to the OS are not advertised)."""
+    g = settings.gateway
+    host = f"[{g.edge_host}]" if ":" in g.edge_host else g.edge_host
+    uris = []
+    if g.edge_tls_port and g.edge_tls_cert_file:
+        uris.append(f"sip:{host}:{g.edge_tls_port};transport=tls")
+    if g.edge_tcp_port:
+        uris.append(f"sip:{host}:{g.edge_tcp_port};transport=tcp")
+    if g.edge_udp_port:
+        uris.append(f"sip:{host}:{g.edge_udp_port}")
+    return tuple(uris)

@@ -63,6 +63,9 @@ async def test_create_returns_edge_credentials_and_registers(
     edge = issued["edge"]
     assert edge["password"] != PASSWORD and len(edge["password"]) >= 24
     assert issued["instance"]["state"] == "registering"
+    assert edge["outbound_proxies"] == [
+        f"sip:127.0.0.1:{runtime.settings.gateway.edge_tcp_port};transport=tcp"
+    ]
     ends = issued["instance"]["expires_at"]
     assert ends.startswith((clock.now() + timedelta(days=3)).date().isoformat())
     target = upstream.live[issued["instance"]["id"]]

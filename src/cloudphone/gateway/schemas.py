@@ -80,6 +80,10 @@ class EdgeCredentials(BaseModel):
     username: str
     password: str
     realm: str
+    outbound_proxies: list[str] = Field(
+        default_factory=list,
+        description="SIP URIs of the gateway's edge, most secure first: the app's outbound proxy.",
+    )
 
 
 class PushInstanceOut(BaseModel):

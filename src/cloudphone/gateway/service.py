@@ -52,6 +52,8 @@ class GatewayPolicy:
     expiry_warnings: tuple[timedelta, ...] = (timedelta(hours=24), timedelta(hours=12))
     failing_max_age: timedelta = timedelta(hours=12)
     edge_realm: str = "cloudphone"
+    # Where the app connects with its edge credentials, most secure first (from settings).
+    edge_uris: tuple[str, ...] = ()
 
 
 @dataclass
@@ -164,6 +166,7 @@ class PushInstanceService:
                 username=instance.edge_username,
                 password=edge_password,
                 realm=self.policy.edge_realm,
+                outbound_proxies=list(self.policy.edge_uris),
             ),
         )
 
