@@ -202,10 +202,7 @@ def tenant_create(
     ] = "{}",
 ) -> None:
     """Create a tenant (a provider)."""
-    try:
-        defaults = FeatureConfig.model_validate_json(features)
-    except ValidationError:
-        raise
+    defaults = FeatureConfig.model_validate_json(features)
     body = TenantCreate(
         name=name,
         sip_domains=domain or [],

@@ -28,7 +28,7 @@ from typing import Any
 
 from cloudphone.core.clock import Clock
 from cloudphone.core.logging import get_logger
-from cloudphone.gateway.upstream import RegistrationTarget, StateSink
+from cloudphone.gateway.upstream import RegistrationTarget, StateSink, split_hostport
 from cloudphone.sip import Request, Response, SIPSyntaxError, parse_message
 from cloudphone.sip.digest import Credentials, DigestClient
 from cloudphone.sip.framing import KeepAlivePing, MessageReceived, StreamBroken, StreamFramer
@@ -352,7 +352,7 @@ class RegistrationEngine:
 
     async def _destination(self, target: RegistrationTarget) -> tuple[str, int, str]:
         hop = target.outbound_proxy or target.registrar
-        host, port = _split_hostport(hop, 5061 if target.transport == "tls" else 5060)
+        host, port = split_hostport(hop, 5061 if target.transport == "tls" else 5060)
         address = self._addresses.get(host)
         if address is None:
             # IP literals are used as they are; names resolve once per host (A/AAAA).
@@ -754,13 +754,3 @@ class RegistrationEngine:
             "CSeq: 1 OPTIONS\r\n"
             "Content-Length: 0\r\n\r\n"
         ).encode()
-
-
-def _split_hostport(hop: str, default_port: int) -> tuple[str, int]:
-    if hop.startswith("["):
-        host, _, rest = hop[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    host, sep, port = hop.rpartition(":")
-    if sep and port.isdigit():
-        return host, int(port)
-    return hop, default_port

@@ -24,7 +24,7 @@ from cloudphone.accounts.features import IncomingCallMode, effective_config
 from cloudphone.accounts.models import Account, Tenant
 from cloudphone.core.logging import get_logger
 from cloudphone.gateway.edge import AppBinding
-from cloudphone.gateway.engine import _split_hostport
+from cloudphone.gateway.upstream import split_hostport
 from cloudphone.push import PushConfig, PushDispatcher, PushToken, RegistrationWakeUp
 from cloudphone.push.service import Platform
 from cloudphone.sip import Address, Request, Response, SipURI
@@ -115,7 +115,7 @@ class PushProxy:
                 "pn" + secrets.token_hex(12), aor, platform, prid, app_id, secrets.token_hex(8)
             )
         binding.contact = str(uri)
-        binding.registrar = _split_hostport(tenant.registrar_hosts[0], 5060)
+        binding.registrar = split_hostport(tenant.registrar_hosts[0], 5060)
         flow = await self.relay.engine.flow_to((*binding.registrar, "udp"))
         out = forward_copy(request)
         ours = SipURI(

@@ -30,7 +30,7 @@ from cloudphone.gateway.schemas import (
     PushInstanceOut,
     Transport,
 )
-from cloudphone.gateway.upstream import RegistrationTarget, Upstream
+from cloudphone.gateway.upstream import RegistrationTarget, Upstream, parse_hop
 from cloudphone.privacy.audit import record_audit
 from cloudphone.push import InstanceExpiring, PushDispatcher, PushToken
 from cloudphone.push.service import Platform as PushPlatform
@@ -69,10 +69,7 @@ def _context(instance_id: str, column: str) -> bytes:
 
 def host_allowed(hostport: str, allowed: list[str]) -> bool:
     """``host`` on the list allows any port; ``host:port`` only that port."""
-    host = hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
-    if hostport.startswith("["):
-        host = hostport.split("]")[0] + "]"
-    return hostport in allowed or host in allowed
+    return hostport in allowed or parse_hop(hostport).host in allowed
 
 
 class PushInstanceService:
@@ -285,16 +282,16 @@ class PushInstanceService:
                     .where(PushInstance.expires_at <= horizon)
                 )
             ).all()
-            pending: list[tuple[str, int, Device, datetime]] = []
+            pending: list[tuple[str, Device, datetime]] = []
             for instance, device in rows:
                 bits = instance.warnings_sent
                 for index, offset in enumerate(self.policy.expiry_warnings):
                     if now >= instance.expires_at - offset:
                         bits |= 1 << index
                 if bits != instance.warnings_sent:
-                    pending.append((instance.id, bits, device, instance.expires_at))
+                    pending.append((instance.id, device, instance.expires_at))
                     instance.warnings_sent = bits
-        for instance_id, _bits, device, expires_at in pending:
+        for instance_id, device, expires_at in pending:
             token = device.notice_push_token or (
                 device.call_push_token if device.platform != "ios" else None
             )

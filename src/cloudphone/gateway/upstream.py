@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cloudphone.sip.headers import as_sip_uri
+from cloudphone.sip.uri import SipURI, parse_uri
+
 
 @dataclass(slots=True, eq=False)
 class RegistrationTarget:
@@ -55,3 +58,15 @@ class StateSink(Protocol):
     async def registration_states(
         self, states: dict[str, tuple[bool, int | None, int | None]]
     ) -> None: ...
+
+
+def parse_hop(hop: str) -> SipURI:
+    """A configured ``host[:port]`` read by the SIP URI grammar (RFC 3261 §25; IPv6 references
+    per RFC 5118)."""
+    return as_sip_uri(parse_uri(f"sip:{hop}"))
+
+
+def split_hostport(hop: str, default_port: int) -> tuple[str, int]:
+    """Host and port of a hop for the socket layer (IPv6 brackets removed)."""
+    uri = parse_hop(hop)
+    return uri.host.strip("[]"), uri.port or default_port
