@@ -169,3 +169,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(f"{promise}: {len(tests)} tests")
         for nodeid in tests:
             terminalreporter.write_line(f"    {nodeid}")
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CLI on embedded defaults in a throwaway data directory, with the test keyring."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLOUDPHONE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CLOUDPHONE_MASTER_KEY", TEST_KEYRING)
+    monkeypatch.delenv("CLOUDPHONE_DATABASE_URL", raising=False)

@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from cloudphone.cli.main import app
+from tests.cli.helpers import cli_json as _json
+from tests.cli.helpers import cli_ok as _ok
+from tests.cli.helpers import runner
 from tests.conftest import TEST_KEYRING
 
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CLOUDPHONE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("CLOUDPHONE_MASTER_KEY", TEST_KEYRING)
-    monkeypatch.delenv("CLOUDPHONE_DATABASE_URL", raising=False)
-
-
-def _ok(*args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def _json(*args: str) -> object:
-    out = _ok(*args)
-    return json.loads(out[out.index("{") if out.lstrip().startswith("{") else out.index("[") :])
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def test_walkthrough_tenant_account_device_qr() -> None:

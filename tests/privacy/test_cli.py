@@ -3,33 +3,16 @@ restore, requests, holds, policy notices, disclosures — all from the operator'
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from cloudphone.cli.main import app
-from tests.conftest import TEST_KEYRING
+from tests.cli.helpers import cli_json as _json
+from tests.cli.helpers import runner
 
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CLOUDPHONE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("CLOUDPHONE_MASTER_KEY", TEST_KEYRING)
-    monkeypatch.delenv("CLOUDPHONE_DATABASE_URL", raising=False)
-
-
-def _json(*args: str) -> Any:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    out = result.stdout
-    return json.loads(out[min(i for i in (out.find("{"), out.find("[")) if i >= 0) :])
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def _account(aor: str = "sip:alice@sip.test") -> tuple[str, str]:
