@@ -8,6 +8,7 @@ import asyncio
 import io
 import secrets
 import shutil
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -533,7 +534,7 @@ async def test_baresip_started_by_the_push_registers_at_the_edge_and_answers(
     (home / "config").write_text(
         (PEERS / "baresip" / "config")
         .read_text()
-        .format(sip_port=free_port(), rtp_low=rtp, rtp_high=rtp + 10)
+        .format(sip_port=_free_port_and_next(), rtp_low=rtp, rtp_high=rtp + 10)
     )
     (home / "accounts").write_text(
         (PEERS / "baresip" / "accounts")
@@ -630,3 +631,16 @@ async def test_a_stale_udp_binding_falls_back_to_the_push(
     await _finished(app)
     events = _events(runtime)
     assert events.index("silent-flow") < events.index("push") < events.index("answered")
+
+
+def _free_port_and_next() -> int:
+    """A port whose successor is free too: baresip also binds TLS on sip_listen's port + 1."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
